@@ -1,0 +1,1 @@
+"""selfsup-zoo: CARE and SERE self-supervised backbones for timm."""

@@ -1,0 +1,65 @@
+"""The small interface through which a self-supervised method plugs into the training engine.
+
+The engine (``selfsup_zoo.training.engine``) owns processes, devices, data loading, precision,
+the optimizer, schedules, checkpoints and logging. A method owns its networks and its losses and
+knows nothing about files, processes or logging. One training iteration, as the engine runs it::
+
+    info = StepInfo(step, epoch, steps_per_epoch, total_steps)
+    terms = method(batch, info)                 # forward: dict of loss terms, terms["loss"] is optimised
+    scaler.scale(terms["loss"]).backward()      # (accumulated over micro-batches when asked)
+    scaler.unscale_(optimizer); clip (recipe); method.after_backward(info)
+    scaler.step(optimizer); scaler.update()
+    method.update_teacher(momentum[step + 1])   # EMA teacher, momentum from the engine's schedule
+
+``batch`` is the collated output of the method's views (see ``selfsup_zoo.training.data``), with
+every image tensor already on the device, converted from uint8 to float32 and normalised.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Where the run is: ``step`` is the 0-based global optimizer iteration."""
+
+    step: int
+    epoch: int
+    steps_per_epoch: int
+    total_steps: int
+
+
+class Method(nn.Module):
+    """Base class of a pre-training method (CARE, SERE).
+
+    Subclasses implement every method below. ``param_groups`` returns optimizer groups as dicts with
+    ``params`` and ``weight_decay`` (a bool: whether the recipe's weight decay, and its schedule,
+    applies to that group) and optional ``name``.
+    """
+
+    name: str = ""
+
+    def forward(self, batch: dict[str, Any], info: StepInfo) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def after_backward(self, info: StepInfo) -> None:
+        """Hook after gradients are unscaled and clipped, before the optimizer step."""
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        raise NotImplementedError
+
+    def convert_sync_batchnorm(self) -> None:
+        """Turn the BatchNorms that the official run synchronised into SyncBatchNorm (DDP only)."""
+        raise NotImplementedError
+
+    def export_backbone(self) -> nn.Module:
+        """The timm backbone whose weights are the released checkpoint (a timm model, num_classes=0)."""
+        raise NotImplementedError
