@@ -34,6 +34,9 @@ Differences from the official PIL pipelines (CARE ``data/transforms.py``, SERE/i
 * RGB conversion: ``ImageReadMode.RGB`` drops an alpha channel without compositing (PIL's
   ``convert('RGB')`` does the same) and replicates grayscale. EXIF orientation is not applied, as
   with the official ``PIL.Image.open``.
+* torchvision 0.29 deprecates its image codecs (``torchvision.io.decode_image`` emits a
+  ``DeprecationWarning`` per call, hidden by Python's default filters) in favour of TorchCodec;
+  decoding is isolated in ``ImageFolderDataset._decode`` so that it can be swapped later.
 * Random streams are not bit-identical to the official loaders (different generators and seeding),
   which does not matter for loss parity on given inputs.
 """
