@@ -9,8 +9,6 @@ import torch.nn.functional as F
 from selfsup_zoo.evaluation.knn import knn_evaluate, knn_predict
 from selfsup_zoo.training.data import materialize_digits
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
 
 def test_votes_are_weighted_by_exp_similarity_over_temperature():
     train = F.normalize(torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]), dim=1)
