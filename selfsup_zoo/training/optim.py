@@ -107,11 +107,12 @@ def clip_gradients(params: Iterable[torch.nn.Parameter], clip: float, mode: str)
     ``per_param`` is iBOT/SERE's rule (``sere.md`` §5.4): each gradient tensor with norm n is scaled
     by clip/(n+1e-6) when that factor is below 1 — not a global-norm clip.
     """
-    grads = [p.grad for p in params if p.grad is not None]
+    with_grad = [p for p in params if p.grad is not None]
+    grads = [p.grad for p in with_grad]
     if mode == "none" or clip <= 0 or not grads:
         return None
     if mode == "global":
-        return float(torch.nn.utils.clip_grad_norm_(grads, clip))
+        return float(torch.nn.utils.clip_grad_norm_(with_grad, clip))
     if mode == "per_param":
         for g in grads:
             factor = clip / (g.norm(2) + 1e-6)
