@@ -35,7 +35,8 @@ def digits_folder(dest: Path, count: int, cache: Path) -> Path:
     from selfsup_zoo.training.data import resolve_data_root
 
     src = resolve_data_root("embedded:digits@32", cache)
-    files = sorted(src.rglob("*.png"))[:count]
+    all_files = sorted(src.rglob("*.png"))
+    files = all_files[:: max(1, len(all_files) // count)][:count]  # spread over the 10 classes
     for f in files:
         target = dest / f.parent.name / f.name
         target.parent.mkdir(parents=True, exist_ok=True)

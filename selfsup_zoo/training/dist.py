@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 logger = logging.getLogger(__name__)
 
@@ -107,19 +108,28 @@ def broadcast_object(obj: Any, info: DistInfo, src: int = 0) -> Any:
 # --------------------------------------------------------------------------------------------------
 # SyncBatchNorm on CPU
 # --------------------------------------------------------------------------------------------------
-class CpuSyncBatchNorm(nn.SyncBatchNorm):
+class CpuSyncBatchNorm(_BatchNorm):
     """``nn.SyncBatchNorm`` that also works on CPU tensors over gloo.
 
     torch's SyncBatchNorm refuses CPU inputs (its statistics kernels exist for accelerators only),
     which would make multi-process CPU runs — and the tests that prove a 2-process run equals a
     1-process run — impossible for methods that synchronise BN. Here the batch statistics are
     reduced with the differentiable ``torch.distributed.nn.functional.all_reduce``, so the gradient
-    flows through the global statistics exactly as in torch's own SyncBN backward. On accelerators
-    the parent implementation runs unchanged.
+    flows through the global statistics exactly as in torch's own SyncBN backward.
+
+    It derives from ``_BatchNorm``, not ``nn.SyncBatchNorm``: DDP refuses CPU modules that contain
+    an ``nn.SyncBatchNorm``. Only the engine's CPU path creates it (:func:`enable_cpu_sync_batchnorm`),
+    and its state-dict keys are those of SyncBatchNorm/BatchNorm.
     """
 
+    process_group: Any = None
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:  # noqa: A002 - torch's name
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2-D input, got {input.dim()}-D")
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - torch's name
-        if input.device.type != "cpu" or not self.training or not (dist.is_available() and dist.is_initialized()):
+        if not self.training or not (dist.is_available() and dist.is_initialized()):
             return super().forward(input)
         from torch.distributed.nn.functional import all_reduce as diff_all_reduce
 
