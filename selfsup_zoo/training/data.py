@@ -34,6 +34,9 @@ Differences from the official PIL pipelines (CARE ``data/transforms.py``, SERE/i
 * RGB conversion: ``ImageReadMode.RGB`` drops an alpha channel without compositing (PIL's
   ``convert('RGB')`` does the same) and replicates grayscale. EXIF orientation is not applied, as
   with the official ``PIL.Image.open``.
+* torchvision 0.29 deprecates its image codecs (``torchvision.io.decode_image`` emits a
+  ``DeprecationWarning`` per call, hidden by Python's default filters) in favour of TorchCodec;
+  decoding is isolated in ``ImageFolderDataset._decode`` so that it can be swapped later.
 * Random streams are not bit-identical to the official loaders (different generators and seeding),
   which does not matter for loss parity on given inputs.
 """
@@ -418,9 +421,9 @@ class SereViews:
         jitter: Sequence[float] = (0.4, 0.4, 0.2, 0.1),
         jitter_p: float = 0.8,
         grayscale_p: float = 0.2,
-        global_blur_p: Sequence[float] = (1.0, 0.1),
+        global_blur_p: float | Sequence[float] = (1.0, 0.1),
         local_blur_p: float = 0.5,
-        global_solarize_p: Sequence[float] = (0.0, 0.2),
+        global_solarize_p: float | Sequence[float] = (0.0, 0.2),
         flip_p: float = 0.5,
         sigma: Sequence[float] = (0.1, 2.0),
         interpolation: str | InterpolationMode = "bicubic",
@@ -457,8 +460,8 @@ class SereViews:
         self.ratio = (float(ratio[0]), float(ratio[1]))
         self.flip_p = float(flip_p)
         self.interpolation = _interp(interpolation)
-        g_blur = _as_pair(tuple(global_blur_p), "global_blur_p")
-        g_sol = _as_pair(tuple(global_solarize_p), "global_solarize_p")
+        g_blur = _as_pair(global_blur_p, "global_blur_p")
+        g_sol = _as_pair(global_solarize_p, "global_solarize_p")
         self.global_photo = [
             _Photometric(self.global_size, jitter, jitter_p, grayscale_p, g_blur[v], g_sol[v], sigma, None)
             for v in range(2)
