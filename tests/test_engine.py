@@ -8,6 +8,7 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -190,3 +191,35 @@ def test_two_gloo_processes_match_one_process(tmp_path, images, cache):
             worst = max(worst, (v - s2["method"][k]).abs().max().item())
     print(f"max |weight difference| 1 vs 2 processes: {worst:.3g}")
     assert worst < 1e-5
+
+
+def test_smoke_care_exports_a_hub_folder_that_plain_timm_loads(tmp_path, images, cache):
+    """The README's smoke job (shortened to 3 steps at batch 8) end to end, then the hub folder
+    loaded by plain timm in a fresh interpreter that never imports selfsup_zoo."""
+    out = run(reproduce_cmd("smoke_care", "--output-dir", str(tmp_path), "--set", f'data.root="{images}"',
+                            f'data.cache_dir="{cache}"', "data.workers=0", "engine.global_batch=8",
+                            "engine.max_steps=3", "engine.progress=false"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    folder = tmp_path / "smoke_care" / "export"
+    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in folder.iterdir()}
+    check = (
+        "import sys, timm, torch\n"
+        f"m = timm.create_model('local-dir:{folder}', pretrained=True).eval()\n"
+        "assert not any(k.startswith('selfsup_zoo') for k in sys.modules)\n"
+        "print(type(m).__name__, tuple(m(torch.zeros(2, 3, 32, 32)).shape))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.split() == ["ResNet", "(2,", "512)"]
+    # The weights are the trained student encoder's, and export from the checkpoint gives the same file.
+    again = run([sys.executable, "-m", "selfsup_zoo.training.export", str(tmp_path / "smoke_care"),
+                 str(tmp_path / "again")])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout)["sha256"] == _sha256(folder / "model.safetensors")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()

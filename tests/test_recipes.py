@@ -27,7 +27,7 @@ def test_one_recipe_per_catalog_checkpoint_plus_smoke():
     names = set(list_recipes())
     assert set(CARE_NAMES + SERE_NAMES) <= names
     assert len(CARE_NAMES) == 16
-    assert "smoke_sere" in names
+    assert {"smoke_sere", "smoke_care"} <= names
 
 
 @pytest.mark.parametrize("name", CARE_NAMES)
@@ -157,3 +157,11 @@ def test_cli_dry_run_and_errors():
     unknown = run(reproduce_cmd("sere_vit_smal.in1k_ep100", "--dry-run"))
     assert unknown.returncode == 2 and "sere_vit_small.in1k_ep100" in unknown.stderr
     assert isinstance(unknown, subprocess.CompletedProcess)
+
+
+def test_care_recipes_carry_every_official_method_argument():
+    m = load_recipe("care_resnet50.in1k_ep100").method.config
+    assert m["img_size"] == 224 and m["lambda_fea"] == 100.0 and m["con_weight"] == 1.0 and m["con2_weight"] == 1.0
+    assert m["tstream_layers"] == 5 and m["tstream_heads"] == 4 and m["tstream_dim_head"] == 128
+    assert m["tstream_dim_out"] == 2048 and m["hidden_dim"] == 4096 and m["out_dim"] == 256
+    assert m["sync_tstream_bn"] is False
