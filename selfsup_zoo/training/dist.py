@@ -1,0 +1,172 @@
+"""Process-group helpers: one code path for a single CPU process, ``torchrun`` on CPUs (gloo) and
+``torchrun`` on GPUs (NCCL), on one node or many."""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DistInfo", "init_distributed", "cleanup", "barrier", "all_mean", "all_gather_objects",
+           "broadcast_object", "enable_cpu_sync_batchnorm"]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str  # "" when not distributed
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str = "auto", backend: str = "auto", timeout_min: float = 30.0) -> DistInfo:
+    """Join the process group described by torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK).
+
+    Without those variables this is a single process (no process group). ``device="auto"`` picks
+    ``cuda:<LOCAL_RANK>`` when CUDA is available, else the CPU; ``backend="auto"`` picks NCCL for
+    CUDA and gloo for the CPU.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("engine.device = 'cuda' but CUDA is not available")
+    if use_cuda:
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        dev = torch.device("cuda", torch.cuda.current_device())
+    else:
+        dev = torch.device("cpu")
+    if world_size == 1:
+        return DistInfo(0, 1, 0, dev, "")
+    if backend == "auto":
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        kwargs: dict[str, Any] = {"backend": backend, "timeout": datetime.timedelta(minutes=timeout_min)}
+        if backend == "nccl":
+            kwargs["device_id"] = dev
+        dist.init_process_group(**kwargs)
+    logger.info("rank %d/%d (local %d) on %s, backend %s", rank, world_size, local_rank, dev, backend)
+    return DistInfo(rank, world_size, local_rank, dev, backend)
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        if info.backend == "nccl":
+            dist.barrier(device_ids=[info.device.index])
+        else:
+            dist.barrier()
+
+
+def all_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Mean over processes (SUM then divide: gloo has no AVG)."""
+    if not info.distributed:
+        return t
+    t = t.clone()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t / info.world_size
+
+
+def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    if not info.distributed:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, info: DistInfo, src: int = 0) -> Any:
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# SyncBatchNorm on CPU
+# --------------------------------------------------------------------------------------------------
+class CpuSyncBatchNorm(_BatchNorm):
+    """``nn.SyncBatchNorm`` that also works on CPU tensors over gloo.
+
+    torch's SyncBatchNorm refuses CPU inputs (its statistics kernels exist for accelerators only),
+    which would make multi-process CPU runs — and the tests that prove a 2-process run equals a
+    1-process run — impossible for methods that synchronise BN. Here the batch statistics are
+    reduced with the differentiable ``torch.distributed.nn.functional.all_reduce``, so the gradient
+    flows through the global statistics exactly as in torch's own SyncBN backward.
+
+    It derives from ``_BatchNorm``, not ``nn.SyncBatchNorm``: DDP refuses CPU modules that contain
+    an ``nn.SyncBatchNorm``. Only the engine's CPU path creates it (:func:`enable_cpu_sync_batchnorm`),
+    and its state-dict keys are those of SyncBatchNorm/BatchNorm.
+    """
+
+    process_group: Any = None
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:  # noqa: A002 - torch's name
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2-D input, got {input.dim()}-D")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - torch's name
+        if not self.training or not (dist.is_available() and dist.is_initialized()):
+            return super().forward(input)
+        from torch.distributed.nn.functional import all_reduce as diff_all_reduce
+
+        self._check_input_dim(input)
+        dims = [0] + list(range(2, input.dim()))
+        x = input.float()
+        count = torch.tensor(float(x.numel() // x.shape[1]), dtype=torch.float32)
+        stats = torch.cat([x.sum(dims), (x * x).sum(dims), count.view(1)])
+        stats = diff_all_reduce(stats, group=self.process_group or dist.group.WORLD)
+        c = x.shape[1]
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0.0)
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                if self.momentum is None:
+                    self.num_batches_tracked += 1
+                    mom = 1.0 / float(self.num_batches_tracked)
+                else:
+                    self.num_batches_tracked += 1
+                    mom = self.momentum
+                unbiased = var.detach() * n / (n - 1).clamp_min(1.0)
+                self.running_mean.mul_(1 - mom).add_(mean.detach().to(self.running_mean.dtype), alpha=mom)
+                self.running_var.mul_(1 - mom).add_(unbiased.to(self.running_var.dtype), alpha=mom)
+        shape = [1, c] + [1] * (input.dim() - 2)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(input.dtype)
+
+
+def enable_cpu_sync_batchnorm(module: nn.Module) -> int:
+    """Turn every ``nn.SyncBatchNorm`` of ``module`` into ``CpuSyncBatchNorm`` in place (same
+    parameters and buffers; only the class changes). Returns how many were switched."""
+    n = 0
+    for m in module.modules():
+        if type(m) is nn.SyncBatchNorm:
+            m.__class__ = CpuSyncBatchNorm
+            n += 1
+    return n

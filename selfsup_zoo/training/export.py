@@ -1,0 +1,133 @@
+"""Export a trained backbone as a hub folder (config.json + model.safetensors + README.md).
+
+At the end of a run the engine calls :func:`export_method`; any checkpoint can be exported later::
+
+    python -m selfsup_zoo.training.export runs/smoke_care            # newest good checkpoint
+    python -m selfsup_zoo.training.export runs/smoke_care/checkpoints/step_000000100.pt out/
+
+The architecture written to config.json is timm's own (``resnet50``, ``vit_small_patch16_224``,
+...), so the folder loads with plain ``timm.create_model('local-dir:<folder>', pretrained=True)``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from selfsup_zoo.training.recipe import Recipe
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["export_method", "export_checkpoint", "resolve_architecture", "main"]
+
+
+def resolve_architecture(recipe: Recipe, backbone: nn.Module) -> tuple[str, dict[str, Any]]:
+    """timm architecture name and kwargs for config.json.
+
+    Order: the recipe's ``[export]`` table; the catalog entry the recipe regenerates; the method's
+    own ``arch``/``model_args`` config fields; the backbone's timm ``pretrained_cfg``.
+    """
+    if recipe.export.architecture:
+        return recipe.export.architecture, dict(recipe.export.model_args)
+    if recipe.checkpoint:
+        from selfsup_zoo import catalog
+
+        entry = catalog.get_entry(recipe.checkpoint)
+        return entry.timm_arch, dict(entry.model_args)
+    cfg = recipe.method.config
+    if "arch" in cfg:
+        return str(cfg["arch"]), dict(cfg.get("model_args", {}))
+    arch = getattr(backbone, "pretrained_cfg", {}).get("architecture")
+    if arch:
+        return str(arch), dict(recipe.export.model_args)
+    raise ValueError(f"cannot tell which timm architecture recipe {recipe.name} trains: set export.architecture")
+
+
+def _state_dict_for_export(backbone: nn.Module) -> dict[str, torch.Tensor]:
+    # Contiguous, CPU, detached copies: safetensors refuses shared or strided storage, and the
+    # channels_last layout of a trained ResNet must not leak into the file.
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in backbone.state_dict().items()}
+
+
+def export_method(method: Any, recipe: Recipe, out_dir: str | Path, *, provenance: dict[str, Any]) -> Any:
+    """Write ``method.export_backbone()`` as a hub folder; returns the ``HubFolder``."""
+    from selfsup_zoo.hub import write_hub_folder
+
+    backbone = method.export_backbone()
+    arch, model_args = resolve_architecture(recipe, backbone)
+    return write_hub_folder(
+        out_dir,
+        _state_dict_for_export(backbone),
+        architecture=arch,
+        model_args=model_args or None,
+        checkpoint=recipe.checkpoint or None,
+        provenance=provenance,
+    )
+
+
+def export_checkpoint(src: str | Path, out_dir: str | Path | None = None) -> Any:
+    """Export from a training checkpoint file, or from a run folder (its newest good checkpoint)."""
+    from selfsup_zoo.training.engine import CheckpointError, find_latest_checkpoint, load_checkpoint
+    from selfsup_zoo.training.methods import build_method
+
+    src = Path(src)
+    if src.is_dir():
+        found = find_latest_checkpoint(src)
+        if found is None:
+            raise CheckpointError(f"no usable checkpoint under {src / 'checkpoints'}")
+        path, state = found
+        run_dir = src
+    else:
+        path, state = src, load_checkpoint(src)
+        run_dir = src.parent.parent if src.parent.name == "checkpoints" else src.parent
+    recipe = Recipe.from_json(state["recipe"])
+    from selfsup_zoo.training.engine import method_table
+
+    table = method_table(recipe, accum=1)  # accumulation does not change any weight's shape
+    method = build_method(recipe.method.kind, table)
+    missing, unexpected = method.load_state_dict(state["method"], strict=False)
+    if missing or unexpected:
+        # SyncBatchNorm has the same keys as BatchNorm, so a DDP run's state loads as is; anything
+        # else is a real mismatch between the checkpoint and the code.
+        raise RuntimeError(f"checkpoint {path} does not match the method: missing {missing}, unexpected {unexpected}")
+    provenance = {
+        "recipe": recipe.name,
+        "checkpoint": recipe.checkpoint,
+        "method": recipe.method.kind,
+        "git_commit": state.get("git_commit", ""),
+        "world_size": int(state.get("world_size", 1)),
+        "wall_time_s": round(float(state.get("wall_time_s", 0.0)), 3),
+        "steps": int(state["step"]),
+        "total_steps": int(state.get("total_steps", state["step"])),
+        "source_checkpoint": path.name,
+    }
+    out = Path(out_dir) if out_dir is not None else run_dir / f"export_step{int(state['step'])}"
+    return export_method(method, recipe, out, provenance=provenance)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m selfsup_zoo.training.export",
+        description="Write a hub folder (config.json, model.safetensors, README.md) from a training checkpoint.",
+    )
+    parser.add_argument("source", help="a run folder (newest good checkpoint) or a checkpoint file")
+    parser.add_argument("out_dir", nargs="?", help="output folder (default: <run>/export_step<N>)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        folder = export_checkpoint(args.source, args.out_dir)
+    except (OSError, RuntimeError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({"path": str(folder.path), "sha256": folder.sha256}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

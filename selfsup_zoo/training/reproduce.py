@@ -1,0 +1,137 @@
+"""Regenerate a catalog checkpoint: ``python -m selfsup_zoo.training.reproduce <name>``.
+
+Examples::
+
+    python -m selfsup_zoo.training.reproduce smoke_care                       # minutes on a CPU
+    python -m selfsup_zoo.training.reproduce care_resnet50.in1k_ep100 --data-root /data/imagenet/train --dry-run
+    torchrun --nproc_per_node 8 -m selfsup_zoo.training.reproduce sere_vit_small.in1k_ep100 \\
+        --data-root /data/imagenet/train --resume auto
+    python -m selfsup_zoo.training.reproduce smoke_sere --set engine.epochs=2 optim.base_lr=1e-3
+
+``<name>`` is a catalog checkpoint name, a recipe name (``list`` shows them) or a ``.toml`` path.
+The run goes to ``<output-dir>/<recipe name>/`` (default ``runs/``): ``recipe.json``,
+``log.jsonl``, ``checkpoints/``, ``summary.json`` and the exported hub folder ``export/``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from selfsup_zoo.training.recipe import Recipe, RecipeError, list_recipes, load_recipe
+
+__all__ = ["main", "build_parser", "resolve_recipe"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m selfsup_zoo.training.reproduce",
+        description="Regenerate a selfsup-zoo checkpoint from its recipe (one CPU, or many GPUs under torchrun).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="recipes: " + ", ".join(list_recipes()),
+    )
+    p.add_argument("name", help="checkpoint or recipe name, or a path to a recipe .toml ('list' prints the names)")
+    p.add_argument("--data-root", help="training images, <root>/<class>/<image> (ImageNet train folder), "
+                                       "or embedded:digits[@SIZE]")
+    p.add_argument("--output-dir", default="runs", help="runs go to <output-dir>/<recipe name>/ (default: runs)")
+    p.add_argument("--run-name", help="sub-folder name instead of the recipe name")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="auto|PATH",
+                   help="continue from the newest good checkpoint of the run folder (auto, the default "
+                        "when the flag is given bare) or from a checkpoint file")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override recipe fields, e.g. --set optim.base_lr=0.1 engine.epochs=2")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved recipe and the batch layout, then exit")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def resolve_recipe(name: str, data_root: str | None, overrides: list[str]) -> Recipe:
+    extra = list(overrides)
+    if data_root:
+        extra.append(f"data.root={_toml_string(data_root)}")
+    return load_recipe(name, extra)
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _dry_run(recipe: Recipe) -> str:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    eng = recipe.engine
+    micro = eng.per_device_batch or eng.global_batch // world
+    lines = [recipe.to_json(), ""]
+    if eng.global_batch % (world * micro):
+        lines.append(f"ERROR: global batch {eng.global_batch} cannot be split over {world} processes x {micro}")
+        return "\n".join(lines)
+    accum = eng.global_batch // (world * micro)
+    lines += [
+        f"world size            {world}",
+        f"per-device batch      {micro}",
+        f"accumulation steps    {accum}",
+        f"global batch          {eng.global_batch}",
+        f"peak lr               {recipe.peak_lr():.6g} ({recipe.optim.lr_schedule})",
+    ]
+    n = recipe.data.expected_images
+    if recipe.data.root.startswith("embedded:") or (recipe.data.root and Path(recipe.data.root).is_dir() and not n):
+        try:
+            from selfsup_zoo.training import data as sdata
+            from selfsup_zoo.training.engine import default_cache_dir
+
+            cache = Path(recipe.data.cache_dir) if recipe.data.cache_dir else default_cache_dir() / "data"
+            n = len(sdata.ImageFolderDataset(sdata.resolve_data_root(recipe.data.root, cache), None))
+        except (OSError, ValueError, RuntimeError) as err:
+            lines.append(f"(could not count images: {err})")
+    if n:
+        spe = n // eng.global_batch
+        lines += [f"images                {n}", f"iterations per epoch  {spe}",
+                  f"total iterations      {spe * eng.epochs}"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else (logging.INFO if rank == 0 else logging.WARNING),
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
+    )
+    if args.name == "list":
+        print("\n".join(list_recipes()))
+        return 0
+    try:
+        recipe = resolve_recipe(args.name, args.data_root, args.overrides)
+    except RecipeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(_dry_run(recipe))
+        return 0
+    if not recipe.data.root:
+        print(f"error: recipe {recipe.name} trains on ImageNet-1k: pass --data-root DIR "
+              "(the train folder, <DIR>/<class>/<image>)", file=sys.stderr)
+        return 2
+    from selfsup_zoo.training.engine import CheckpointError, NonFiniteLossError, train
+
+    run_dir = Path(args.output_dir) / (args.run_name or recipe.name)
+    try:
+        result = train(recipe, run_dir, resume=args.resume)
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if rank == 0:
+        print(f"run folder: {result.run_dir}")
+        print(f"steps: {result.step}/{result.total_steps}, wall time {result.wall_time_s:.1f} s, "
+              f"unreadable images replaced: {result.num_replaced}")
+        if result.export_dir:
+            print(f"hub folder: {result.export_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
