@@ -1,1 +1,66 @@
-"""selfsup-zoo: CARE and SERE self-supervised backbones for timm."""
+"""selfsup-zoo: CARE and SERE self-supervised backbones for timm.
+
+Importing the package registers the zoo's architectures with timm::
+
+    import timm, selfsup_zoo
+    model = timm.create_model("sere_vit_small", pretrained=True)
+
+Light on purpose: no network, no file access at import time.
+"""
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+from torch import nn
+
+from . import models  # noqa: F401  (registers care_* / sere_* with timm)
+from .catalog import CATALOG, CatalogEntry, UnknownNameError, get_entry, unknown_name_message
+from .hub import (
+    ArchitectureMismatchError, ConversionError, CorruptWeightsError, HashMismatchError, HubFolder,
+    InvalidHubFolderError, UnsafeCheckpointError, WeightsDownloadError, WeightsNotCachedError,
+    WeightsNotPublishedError, ZooError, weights_dir, write_hub_folder,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__", "CATALOG", "CatalogEntry", "get_entry", "list_checkpoints", "list_models",
+    "create_model", "write_hub_folder", "HubFolder", "weights_dir", "ZooError",
+    "UnknownNameError", "WeightsNotPublishedError", "WeightsNotCachedError", "WeightsDownloadError",
+    "CorruptWeightsError", "HashMismatchError", "ArchitectureMismatchError",
+    "UnsafeCheckpointError", "ConversionError", "InvalidHubFolderError",
+]
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Zoo architectures (``care_resnet50``, ...) matching an fnmatch pattern, catalog order."""
+    from .catalog import architectures
+
+    return [a for a in architectures() if fnmatch.fnmatch(a, pattern)]
+
+
+def list_checkpoints(pattern: str = "*", *, published_only: bool = False) -> list[str]:
+    """Catalog checkpoints (``<arch>.<tag>``) matching an fnmatch pattern, catalog order."""
+    return [
+        name for name, entry in CATALOG.items()
+        if fnmatch.fnmatch(name, pattern) and (entry.published or not published_only)
+    ]
+
+
+def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` for zoo names, with a helpful error for unknown ones.
+
+    ``name`` is an architecture (``care_resnet50``: its default checkpoint) or a checkpoint
+    (``care_resnet50.in1k_ep800``); every other argument goes to ``timm.create_model``.
+    """
+    import timm
+
+    arch, _, tag = name.partition(".")
+    known_archs = list_models()
+    if arch not in known_archs:
+        raise UnknownNameError(unknown_name_message(name, known_archs + list(CATALOG),
+                                                    "model"))
+    if tag and name not in CATALOG:
+        raise UnknownNameError(unknown_name_message(name, list(CATALOG)))
+    return timm.create_model(name, pretrained=pretrained, **kwargs)
