@@ -167,8 +167,10 @@ def convert_command(entry: CatalogEntry) -> str | None:
     """Command that converts the official release into the hub folder, or None if none exists."""
     if entry.upstream != catalog.OFFICIAL:
         return None
-    return (f"python -m selfsup_zoo.convert {entry.name} <official checkpoint file> "
-            f"--out {hub_folder(entry)}")
+    # --install also copies the folder into the local weights directory, where
+    # ``timm.create_model(<name>, pretrained=True)`` looks before the Hub.
+    return (f"python -m selfsup_zoo.convert {entry.method} <downloaded file> {hub_folder(entry)} "
+            f"--checkpoint {entry.name} --install")
 
 
 def regenerate_command(entry: CatalogEntry) -> str | None:
@@ -268,9 +270,11 @@ def _usage(entry: CatalogEntry, facts: _ModelFacts | None, published: bool) -> l
     lines = ["## Usage", ""]
     if not published:
         lines += [
-            "The weights are not on the Hub yet (see *Weights and integrity* below), so the "
-            "snippets that download them fail until they are published. Meanwhile, load a hub "
-            f"folder you converted or regenerated with `timm.create_model(\"local-dir:"
+            "The weights are not on the Hub yet (see *Weights and integrity* below): until they "
+            "are, `pretrained=True` loads them only from the local weights directory "
+            "(`$SELFSUP_ZOO_WEIGHTS`, default `~/.cache/selfsup_zoo/weights`), where the "
+            "converter's `--install` puts them, and the `hf-hub:` snippet fails. A hub folder "
+            "you produced also loads with plain timm: `timm.create_model(\"local-dir:"
             f"{hub_folder(entry)}\", pretrained=True)`.",
             "",
         ]

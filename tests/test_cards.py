@@ -112,7 +112,8 @@ def test_unpublished_cards_say_so_and_give_the_command():
         for command in commands:
             assert command in text
         if entry.upstream == catalog.OFFICIAL:
-            assert f"python -m selfsup_zoo.convert {entry.name} " in text
+            assert f"python -m selfsup_zoo.convert {entry.method} " in text
+            assert f"--checkpoint {entry.name} --install" in text
         else:
             assert f"-m selfsup_zoo.training.reproduce {entry.recipe}" in text
 
