@@ -73,7 +73,7 @@ _METRICS: dict[str, tuple[str, str, str]] = {
     "miou_test": ("mIoU test", "mean_iou", "test"),
 }
 
-_METHOD_TITLES = {"care": "CARE", "sere": "SERE"}
+METHOD_TITLES = {"care": "CARE", "sere": "SERE"}
 
 
 def _protocol(result: Result) -> _Protocol:
@@ -226,7 +226,7 @@ def _entry_front_matter(entry: CatalogEntry) -> dict[str, Any]:
 
 def _describe(entry: CatalogEntry, facts: _ModelFacts | None) -> list[str]:
     cfg = entry.pretrained_cfg()
-    method = _METHOD_TITLES[entry.method]
+    method = METHOD_TITLES[entry.method]
     args = ", ".join(f"{k}={v!r}" for k, v in entry.model_args.items())
     arch = f"`{entry.timm_arch}`" + (f" with `{args}`" if args else "")
     if entry.num_classes:
@@ -611,7 +611,7 @@ def _render_generic_card(architecture: str, model_args: Mapping[str, Any], sha25
         # Weights of a local run carry no licence of their own; "other" makes that explicit.
         "license": "other",
         "tags": ["image-feature-extraction", "timm", "self-supervised"]
-        + ([method] if method in _METHOD_TITLES else []),
+        + ([method] if method in METHOD_TITLES else []),
     }
     args = ", ".join(f"{k}={v!r}" for k, v in model_args.items())
     lines = [
@@ -650,7 +650,8 @@ def _render_generic_card(architecture: str, model_args: Mapping[str, Any], sha25
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _result_cell(entry: CatalogEntry) -> str:
+def result_summary(entry: CatalogEntry) -> str:
+    """The reported results in one line, e.g. ``top-1 72.02, top-5 90.02 (IN-1k linear)``."""
     groups: dict[str, list[Result]] = {}
     for r in entry.results:
         groups.setdefault(r.protocol, []).append(r)
@@ -681,7 +682,7 @@ def render_zoo_table() -> str:
                      else "not yet")
         lines.append(
             f"| [{entry.name}]({CARDS_DIR}/{entry.name}.md) | `{entry.timm_arch}` | "
-            f"{entry.epochs} | {_result_cell(entry)} | {upstream} | {published} | "
+            f"{entry.epochs} | {result_summary(entry)} | {upstream} | {published} | "
             f"{entry.license} |")
     lines += ["", TABLE_END]
     return "\n".join(lines)
