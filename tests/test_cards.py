@@ -187,3 +187,24 @@ def test_check_lists_drift_and_write_repairs_it(tmp_path, capsys):
     assert not (card_dir / "care_resnet18.in1k_ep1.md").exists()
     assert cards.main(["--check", "--root", str(tmp_path)]) == 0
     assert cards.main(["--check", "--root", str(tmp_path / "nowhere")]) == 2
+
+
+def test_hub_folder_readme_is_the_card_with_the_folder_hash(tmp_path):
+    import timm
+    from safetensors.torch import load_file
+
+    from selfsup_zoo import hub
+
+    weights = timm.create_model("resnet50", num_classes=0).state_dict()
+    provenance = {"recipe": "care_resnet50.in1k_ep200", "commit": "9f8e7d6", "world_size": 8,
+                  "wall_time_h": 20.5}
+    folder = hub.write_hub_folder(tmp_path / "out", weights, architecture="resnet50",
+                                  checkpoint="care_resnet50.in1k_ep200", provenance=provenance)
+    readme = folder.readme_path.read_text(encoding="utf-8")
+    entry = catalog.CATALOG["care_resnet50.in1k_ep200"]
+    assert readme == cards.render_model_card(entry, sha256=folder.sha256, provenance=provenance,
+                                             architecture="resnet50", model_args={})
+    assert hub.file_sha256(folder.weights_path) in readme
+    assert "| commit | `9f8e7d6` |" in readme and "not published yet" not in readme
+    assert ModelCard(readme).data.license == "mit"
+    assert set(load_file(str(folder.weights_path))) == set(weights)
