@@ -134,7 +134,8 @@ def _model_facts_cached(timm_arch: str, args: tuple[tuple[str, Any], ...]) -> _M
     # The meta device allocates nothing: counting ViT-B's parameters this way takes milliseconds.
     with torch.device("meta"):
         model = timm.create_model(timm_arch, pretrained=False, **dict(args))
-    info = tuple((int(f["num_chs"]), int(f["reduction"])) for f in getattr(model, "feature_info", []))
+    info = tuple(
+        (int(f["num_chs"]), int(f["reduction"])) for f in getattr(model, "feature_info", []))
     return _ModelFacts(
         params=sum(p.numel() for p in model.parameters()),
         num_features=int(model.num_features),
@@ -252,7 +253,8 @@ def _describe(entry: CatalogEntry, facts: _ModelFacts | None) -> list[str]:
         lines.append(f"- **Parameters:** {facts.params / 1e6:.1f} M ({facts.params:,})")
         lines.append(f"- **Feature dimension:** {facts.num_features}")
     lines += [
-        f"- **Output:** {'logits over the 1000 ImageNet-1k classes' if entry.num_classes else 'pooled features (`num_classes=0`)'}",
+        "- **Output:** " + (f"logits over the {entry.num_classes} ImageNet-1k classes"
+                            if entry.num_classes else "pooled features (`num_classes=0`)"),
         f"- **Pre-training data:** ImageNet-1k train split, {entry.epochs} epochs, no labels",
         f"- **Input:** {cfg['input_size'][1]}x{cfg['input_size'][2]} RGB; resize with "
         f"{cfg['interpolation']} interpolation and centre-crop (crop_pct {cfg['crop_pct']}); "
@@ -416,9 +418,9 @@ def _provenance(entry: CatalogEntry, provenance: Mapping[str, Any] | None) -> li
     else:
         lines += [
             f"- **Upstream:** not released. {entry.upstream_detail}",
-            f"- **Regeneration:** pre-trained by selfsup-zoo with the recipe `{entry.recipe}`, "
-            f"which follows the official code's hyper-parameters; the reported numbers above are "
-            "the paper's, not this run's.",
+            f"- **Regeneration:** pre-trained by selfsup-zoo with the recipe `{entry.recipe}` "
+            f"(`selfsup_zoo/training/recipes/{entry.recipe}.toml`), written from the official "
+            "code; the reported numbers above are the paper's, not this run's.",
         ]
     if provenance:
         lines += ["", "This file was produced by:", "", *_provenance_table(provenance)]
@@ -512,11 +514,11 @@ def _notes(entry: CatalogEntry) -> list[str]:
             "2048-d features), which is exactly `wide_resnet50_2`, not SimCLR's ResNet-50 (2x). "
             "This is inferred from the official code's width semantics; no width-2 checkpoint "
             "was released to confirm it.")
-    if entry.method == "care" and entry.upstream != catalog.OFFICIAL:
+    if entry.method == "care" and entry.timm_arch != "resnet50":
         notes.append(
-            "The official code hard-codes ResNet-50; how the other backbones were trained "
-            "(batch size, learning rate) is not recorded upstream. The recipe keeps the "
-            "ResNet-50 hyper-parameters.")
+            "The official code only ever builds ResNet-50; how the paper trained the other "
+            "backbones (batch size, learning rate) is not recorded upstream. The settings used "
+            f"here are those of the recipe `{entry.recipe}`.")
     if entry.num_classes:
         notes.append(
             "The official classifier is Linear(2048, 1000) followed by BatchNorm1d(1000); here it "
@@ -673,7 +675,8 @@ def render_zoo_table() -> str:
         "(*IN-1k linear*: linear evaluation of the frozen backbone; *IN-1k fine-tune*: full "
         "fine-tuning). Each name links to its model card.",
         "",
-        "| checkpoint | backbone (timm) | epochs | reported result | upstream | published | licence |",
+        "| checkpoint | backbone (timm) | epochs | reported result | upstream | published "
+        "| licence |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for entry in catalog.CATALOG.values():

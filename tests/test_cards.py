@@ -27,7 +27,8 @@ def _front_matter(text: str) -> dict:
 
 def test_committed_cards_and_readme_table_match_the_catalog():
     problems = cards.drifted(ROOT)
-    assert not problems, f"generated files drifted from the catalog ({FIX}):\n" + "\n".join(problems)
+    assert not problems, (
+        f"generated files drifted from the catalog ({FIX}):\n" + "\n".join(problems))
 
 
 def test_every_card_has_valid_front_matter_with_its_licence():
@@ -152,7 +153,8 @@ def test_readme_table_has_one_row_per_checkpoint_between_the_markers():
     rows = [line for line in section.splitlines() if line.startswith("| [")]
     assert [row.split("]")[0][3:] for row in rows] == list(catalog.CATALOG)
     r50 = rows[0]
-    assert "`resnet50`" in r50 and "| 100 |" in r50 and "top-1 72.02, top-5 90.02 (IN-1k linear)" in r50
+    assert "`resnet50`" in r50 and "| 100 |" in r50
+    assert "top-1 72.02, top-5 90.02 (IN-1k linear)" in r50
     assert "official release" in r50 and "not yet" in r50 and "| mit |" in r50
     assert "cc-by-nc-sa-4.0" in rows[-1] and "top-1 83.7 (IN-1k fine-tune)" in rows[-1]
     # The hand-written part of the README is kept.
