@@ -12,9 +12,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+try:
+    import selfsup_zoo  # noqa: F401
+except ImportError:  # run from a checkout without installing the package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selfsup_zoo.training.methods.base import StepInfo
 from selfsup_zoo.training.methods.sere import SereConfig, SereMethod
@@ -77,7 +84,7 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         if step > 0:
             times.append(elapsed)
-        print(f"step {step}: {elapsed:.3f} s  loss {float(terms['loss']):.4f}{'  (warm-up)' if step == 0 else ''}")
+        print(f"step {step}: {elapsed:.3f} s  loss {float(terms['loss'].detach()):.4f}{'  (warm-up)' if step == 0 else ''}")
     print(
         f"{args.arch} batch {args.batch} + {args.local_crops} local crops, {args.threads} threads: "
         f"median {statistics.median(times):.3f} s/step over {len(times)} steps"
