@@ -162,35 +162,64 @@ def test_truncated_newest_checkpoint_falls_back_to_previous(tmp_path, images, ca
         train(recipe4, tmp_path / "run2", resume=str(bad))
 
 
-def test_two_gloo_processes_match_one_process(tmp_path, images, cache):
+# CARE's tiny smoke model, shrunk further so that two processes x 4 steps stay quick.
+TINY_CARE = [
+    "method.tstream_dim_out=64", "method.hidden_dim=64", "method.out_dim=16",
+    "optim.base_lr=0.04",
+    "engine.global_batch=8", "engine.log_every=1", "engine.progress=false",
+    "engine.export_at_end=false",
+]
+EQUIVALENCE_CASES = {
+    # SERE's BatchNorms are synchronised (CPU SyncBN over gloo) and its centres all-reduced.
+    # drop_path is 0 in the tiny recipe (its masks are drawn per rank).
+    "smoke_sere": (TINY_SERE, ("loss", "cls", "patch", "spatial", "channel"), 4),
+    # CARE's official T-stream BatchNorms keep per-process statistics (care.md §9 #5), which makes
+    # 2 x 4 images differ from 1 x 8 by design; the method option sync_tstream_bn=true synchronises
+    # them too, and only then are the two runs the same computation. The tiny CARE model (BatchNorm
+    # over 1x1 maps of 8 images) amplifies float noise fast: one process run with 1 vs 2 threads
+    # drifts apart by 0.4 / 72 / 771 times this test's weight tolerance after steps 2 / 3 / 4,
+    # while 1 vs 2 processes drift by 0.014 / 0.30 / 15 (measured); so CARE is compared over 3 steps.
+    "smoke_care": ([*TINY_CARE, "method.sync_tstream_bn=true"],
+                   ("loss", "con_loss", "con2_loss", "fea_loss"), 3),
+}
+
+
+@pytest.mark.parametrize("recipe", list(EQUIVALENCE_CASES))
+def test_two_gloo_processes_match_one_process(tmp_path, images, cache, recipe):
     """2 torchrun processes x 4 images == 1 process x 8 images, step by step.
 
-    SERE's BatchNorms are synchronised (CPU SyncBN over gloo) and its centres all-reduced, and the
-    sampler gives both runs the same images with the same augmentations, so only float summation
-    order differs. drop_path is 0 in the tiny recipe (its masks are drawn per rank). Tolerance:
-    losses rel 1e-4, weights atol 1e-5; observed differences are ~1e-7.
+    The sampler gives both runs the same images with the same augmentations and every BatchNorm is
+    synchronised, so only float summation order differs. Tolerance: losses rel 1e-4 at every step,
+    weights and buffers 1e-5 abs + 1e-4 rel. Observed: SERE losses <= 3e-7 rel and weights at 0.003
+    of the tolerance after 4 steps; CARE losses <= 3e-6 rel and weights at 0.3 of the tolerance after
+    3 steps (see EQUIVALENCE_CASES for why CARE runs fewer steps at a lower lr).
     """
-    common = ["--set", *tiny(images, "engine.max_steps=4", f'data.cache_dir="{cache}"')]
-    one = run(reproduce_cmd("smoke_sere", "--output-dir", str(tmp_path / "one"), *common))
+    overrides, keys, steps = EQUIVALENCE_CASES[recipe]
+    common = ["--set", *overrides, f'data.root="{images}"', "data.workers=0",
+              f"engine.max_steps={steps}", f'data.cache_dir="{cache}"']
+    one = run(reproduce_cmd(recipe, "--output-dir", str(tmp_path / "one"), *common))
     assert one.returncode == 0, one.stderr[-3000:]
-    two = run(reproduce_cmd("smoke_sere", "--output-dir", str(tmp_path / "two"), *common,
+    two = run(reproduce_cmd(recipe, "--output-dir", str(tmp_path / "two"), *common,
                             "engine.per_device_batch=4", nproc=2))
     assert two.returncode == 0, two.stderr[-3000:]
-    rows1 = [json.loads(r) for r in (tmp_path / "one" / "smoke_sere" / "log.jsonl").read_text().splitlines()]
-    rows2 = [json.loads(r) for r in (tmp_path / "two" / "smoke_sere" / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows1] == [r["step"] for r in rows2] == [1, 2, 3, 4]
+    rows1 = [json.loads(r) for r in (tmp_path / "one" / recipe / "log.jsonl").read_text().splitlines()]
+    rows2 = [json.loads(r) for r in (tmp_path / "two" / recipe / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows1] == [r["step"] for r in rows2] == list(range(1, steps + 1))
     for r1, r2 in zip(rows1, rows2):
-        for key in ("loss", "cls", "patch", "spatial", "channel"):
+        for key in keys:
             assert r2[key] == pytest.approx(r1[key], rel=1e-4), (r1["step"], key)
-    s1 = load_state(tmp_path / "one" / "smoke_sere" / "checkpoints" / "step_000000004.pt")
-    s2 = load_state(tmp_path / "two" / "smoke_sere" / "checkpoints" / "step_000000004.pt")
+    s1 = load_state(tmp_path / "one" / recipe / "checkpoints" / f"step_{steps:09d}.pt")
+    s2 = load_state(tmp_path / "two" / recipe / "checkpoints" / f"step_{steps:09d}.pt")
     assert s2["world_size"] == 2
-    worst = 0.0
+    # Weights and buffers: |a - b| <= 1e-5 + 1e-4 |a| per element (BN running variances are O(100)).
+    worst, worst_key = 0.0, ""
     for k, v in s1["method"].items():
         if v.is_floating_point():
-            worst = max(worst, (v - s2["method"][k]).abs().max().item())
-    print(f"max |weight difference| 1 vs 2 processes: {worst:.3g}")
-    assert worst < 1e-5
+            excess = ((v - s2["method"][k]).abs() / (1e-5 + 1e-4 * v.abs())).max().item()
+            if excess > worst:
+                worst, worst_key = excess, k
+    print(f"{recipe}: worst |difference| / tolerance, 1 vs 2 processes: {worst:.3g} ({worst_key})")
+    assert worst <= 1.0
 
 
 def test_smoke_care_exports_a_hub_folder_that_plain_timm_loads(tmp_path, images, cache):
