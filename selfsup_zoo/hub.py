@@ -537,53 +537,6 @@ def _plain_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     return out
 
 
-def _render_card(
-    entry: CatalogEntry | None, *, sha256: str, provenance: Mapping[str, Any] | None,
-    architecture: str, model_args: Mapping[str, Any],
-) -> str:
-    try:
-        from .cards import render_model_card
-    except ImportError:  # the cards module lands on another branch; until then a minimal card
-        return _minimal_card(entry, sha256=sha256, provenance=provenance,
-                             architecture=architecture, model_args=model_args)
-    return render_model_card(entry, sha256=sha256, provenance=provenance,
-                             architecture=architecture, model_args=model_args)
-
-
-def _minimal_card(
-    entry: CatalogEntry | None, *, sha256: str, provenance: Mapping[str, Any] | None,
-    architecture: str, model_args: Mapping[str, Any],
-) -> str:
-    license_id = entry.license if entry is not None else "other"
-    title = entry.name if entry is not None else architecture
-    lines = [
-        "---",
-        "library_name: timm",
-        f"license: {license_id}",
-        "tags:",
-        "- image-feature-extraction",
-        "- timm",
-        "- self-supervised",
-    ]
-    if entry is not None:
-        lines.append(f"- {entry.method}")
-    lines += ["datasets:", "- imagenet-1k", "---", "", f"# {title}", ""]
-    if entry is not None:
-        lines += [f"{entry.method.upper()} checkpoint from *{entry.paper_name}* "
-                  f"({entry.paper_ids}, {entry.origin_url}).", "", entry.license_note, ""]
-    lines += [
-        "## Usage", "", "```python", "import timm", "",
-        f"model = timm.create_model('hf-hub:{entry.hub_repo if entry else '<repo>'}', "
-        "pretrained=True)", "```", "",
-        f"timm architecture: `{architecture}`; model_args: `{json.dumps(dict(model_args))}`.", "",
-        f"sha256 of `{WEIGHTS_FILENAME}`: `{sha256}`", "",
-    ]
-    if provenance:
-        lines += ["## Provenance", "", "```json",
-                  json.dumps(_jsonable(provenance), indent=2, sort_keys=True), "```", ""]
-    return "\n".join(lines)
-
-
 def write_hub_folder(
     out_dir: str | os.PathLike[str],
     state_dict: Mapping[str, torch.Tensor],
@@ -665,8 +618,10 @@ def write_hub_folder(
     except TypeError as e:
         raise ValueError(f"provenance and model_args must be JSON-serialisable: {e}") from None
     _write_text_atomic(out / "config.json", text + "\n")
-    card = _render_card(entry, sha256=sha256, provenance=provenance, architecture=arch,
-                        model_args=args)
+    from .cards import render_model_card  # imported late: cards imports this module's names
+
+    card = render_model_card(entry, sha256=sha256, provenance=provenance, architecture=arch,
+                             model_args=args)
     _write_text_atomic(out / "README.md", card)
     _logger.info("Wrote hub folder %s (%s, sha256 %s)", out, arch, sha256)
     return HubFolder(path=out, weights_path=weights_path, sha256=sha256)
