@@ -188,7 +188,7 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:
         end_max = max(end_max, end)
     if end_max != data_len:
         raise _corrupt(
-            path, f"the header describes {end_max} bytes of tensor data but the file holds {data_len}"
+            path, f"the header describes {end_max} bytes of tensor data, the file holds {data_len}"
         )
     return header
 
@@ -307,7 +307,7 @@ def resolve_weights(
     if file is not None:
         path = Path(file).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"Weights file {path} (given as pretrained file) does not exist.")
+            raise FileNotFoundError(f"Weights file {path} (given as pretrained file) is missing.")
         if path.suffix != ".safetensors":
             raise CorruptWeightsError(
                 f"{path}: the pretrained path only reads '.safetensors' files (nothing is "
@@ -600,7 +600,8 @@ def write_hub_folder(
         "num_features": int(model.num_features),
     }
     global_pool = getattr(model, "global_pool", None)
-    pool_type = global_pool if isinstance(global_pool, str) else getattr(global_pool, "pool_type", "")
+    pool_type = (global_pool if isinstance(global_pool, str)
+                 else getattr(global_pool, "pool_type", ""))
     if pool_type:
         config["global_pool"] = pool_type
     if args:

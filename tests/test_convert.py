@@ -122,7 +122,8 @@ def test_care_pretraining_checkpoint_round_trip(tmp_path, weights_dir, hf_cache,
         by_dir = timm.create_model("care_resnet50.in1k_ep100", pretrained=True).eval()
         assert torch.equal(by_dir(x), expected)
         # A Hub repo in the (offline, hand-built) Hugging Face cache.
-        hf_cache("test-org/care_resnet50.in1k_ep100", {"model.safetensors": out / "model.safetensors"})
+        hf_cache("test-org/care_resnet50.in1k_ep100",
+                 {"model.safetensors": out / "model.safetensors"})
         os.remove(weights_dir / "care_resnet50.in1k_ep100" / "model.safetensors")
         by_hub = timm.create_model("care_resnet50", pretrained=True, pretrained_cfg_overlay=dict(
             hf_hub_id="test-org/care_resnet50.in1k_ep100")).eval()

@@ -94,6 +94,9 @@ def test_explicit_file_and_weights_dir_load_bit_exact(r50_folder, weights_dir):
             "care_resnet50", pretrained=True,
             pretrained_cfg_overlay=dict(file=str(folder.weights_path))).eval()
         assert torch.equal(from_file(x), expected)
+        # timm's checkpoint_path= (strict load after building) reads the same file.
+        by_path = timm.create_model("care_resnet50", checkpoint_path=str(folder.weights_path))
+        assert torch.equal(by_path.eval()(x), expected)
         hub.install_hub_folder(folder, R50)
         assert (weights_dir / R50 / "model.safetensors").is_file()
         from_dir = timm.create_model("care_resnet50", pretrained=True).eval()

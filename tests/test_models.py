@@ -83,6 +83,11 @@ def test_resnet_timm_api_surface():
     assert model(x).ndim == 4
     assert timm.create_model("care_resnet50", num_classes=0, global_pool="")(x).shape == (
         1, 2048, 2, 2)
+    overlaid = timm.create_model("care_resnet50.in1k_ep800",
+                                 pretrained_cfg_overlay=dict(crop_pct=1.0, input_size=(3, 160, 160)))
+    assert overlaid.pretrained_cfg["crop_pct"] == 1.0 and overlaid.pretrained_cfg["tag"] == (
+        "in1k_ep800")
+    assert timm.data.resolve_data_config({}, model=overlaid)["input_size"] == (3, 160, 160)
     one = timm.create_model("care_resnet50", in_chans=1, num_classes=7)
     assert one.conv1.weight.shape[1] == 1 and one(torch.randn(1, 1, 64, 64)).shape == (1, 7)
 

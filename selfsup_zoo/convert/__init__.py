@@ -86,8 +86,8 @@ def match_architecture(
         entry = catalog.get_entry(checkpoint)
         if entry.method != method:
             raise ConversionError(
-                f"--checkpoint {entry.name} is a {entry.method.upper()} checkpoint, but this is the "
-                f"{method} converter: use `python -m selfsup_zoo.convert {entry.method} ...`."
+                f"--checkpoint {entry.name} is a {entry.method.upper()} checkpoint, but this is "
+                f"the {method} converter: use `python -m selfsup_zoo.convert {entry.method} ...`."
             )
         if entry.num_classes != num_classes:
             raise ConversionError(
