@@ -147,6 +147,8 @@ def test_unknown_names_get_suggestions():
     with pytest.raises(RuntimeError, match="Invalid pretrained tag"):
         timm.create_model("care_resnet50.in1k_ep10")
     assert isinstance(selfsup_zoo.create_model("care_resnet50.in1k_ep800"), torch.nn.Module)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        selfsup_zoo.create_model("local-dir:/nonexistent/folder")
     assert selfsup_zoo.list_checkpoints("sere_*") == ["sere_vit_small.in1k_ep100",
                                                       "sere_vit_base.in1k_ep100"]
 
