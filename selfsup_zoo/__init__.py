@@ -51,11 +51,14 @@ def list_checkpoints(pattern: str = "*", *, published_only: bool = False) -> lis
 def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """``timm.create_model`` for zoo names, with a helpful error for unknown ones.
 
-    ``name`` is an architecture (``care_resnet50``: its default checkpoint) or a checkpoint
-    (``care_resnet50.in1k_ep800``); every other argument goes to ``timm.create_model``.
+    ``name`` is an architecture (``care_resnet50``: its default checkpoint), a checkpoint
+    (``care_resnet50.in1k_ep800``) or a hub folder (``hf-hub:org/repo``, ``local-dir:/path``);
+    every other argument goes to ``timm.create_model``.
     """
     import timm
 
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
     arch, _, tag = name.partition(".")
     known_archs = list_models()
     if arch not in known_archs:

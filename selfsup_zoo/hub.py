@@ -188,7 +188,7 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:
         end_max = max(end_max, end)
     if end_max != data_len:
         raise _corrupt(
-            path, f"the header describes {end_max} bytes of tensor data but the file holds {data_len}"
+            path, f"the header describes {end_max} bytes of tensor data, the file holds {data_len}"
         )
     return header
 
@@ -307,7 +307,7 @@ def resolve_weights(
     if file is not None:
         path = Path(file).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"Weights file {path} (given as pretrained file) does not exist.")
+            raise FileNotFoundError(f"Weights file {path} (given as pretrained file) is missing.")
         if path.suffix != ".safetensors":
             raise CorruptWeightsError(
                 f"{path}: the pretrained path only reads '.safetensors' files (nothing is "
@@ -537,53 +537,6 @@ def _plain_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     return out
 
 
-def _render_card(
-    entry: CatalogEntry | None, *, sha256: str, provenance: Mapping[str, Any] | None,
-    architecture: str, model_args: Mapping[str, Any],
-) -> str:
-    try:
-        from .cards import render_model_card
-    except ImportError:  # the cards module lands on another branch; until then a minimal card
-        return _minimal_card(entry, sha256=sha256, provenance=provenance,
-                             architecture=architecture, model_args=model_args)
-    return render_model_card(entry, sha256=sha256, provenance=provenance,
-                             architecture=architecture, model_args=model_args)
-
-
-def _minimal_card(
-    entry: CatalogEntry | None, *, sha256: str, provenance: Mapping[str, Any] | None,
-    architecture: str, model_args: Mapping[str, Any],
-) -> str:
-    license_id = entry.license if entry is not None else "other"
-    title = entry.name if entry is not None else architecture
-    lines = [
-        "---",
-        "library_name: timm",
-        f"license: {license_id}",
-        "tags:",
-        "- image-feature-extraction",
-        "- timm",
-        "- self-supervised",
-    ]
-    if entry is not None:
-        lines.append(f"- {entry.method}")
-    lines += ["datasets:", "- imagenet-1k", "---", "", f"# {title}", ""]
-    if entry is not None:
-        lines += [f"{entry.method.upper()} checkpoint from *{entry.paper_name}* "
-                  f"({entry.paper_ids}, {entry.origin_url}).", "", entry.license_note, ""]
-    lines += [
-        "## Usage", "", "```python", "import timm", "",
-        f"model = timm.create_model('hf-hub:{entry.hub_repo if entry else '<repo>'}', "
-        "pretrained=True)", "```", "",
-        f"timm architecture: `{architecture}`; model_args: `{json.dumps(dict(model_args))}`.", "",
-        f"sha256 of `{WEIGHTS_FILENAME}`: `{sha256}`", "",
-    ]
-    if provenance:
-        lines += ["## Provenance", "", "```json",
-                  json.dumps(_jsonable(provenance), indent=2, sort_keys=True), "```", ""]
-    return "\n".join(lines)
-
-
 def write_hub_folder(
     out_dir: str | os.PathLike[str],
     state_dict: Mapping[str, torch.Tensor],
@@ -647,7 +600,8 @@ def write_hub_folder(
         "num_features": int(model.num_features),
     }
     global_pool = getattr(model, "global_pool", None)
-    pool_type = global_pool if isinstance(global_pool, str) else getattr(global_pool, "pool_type", "")
+    pool_type = (global_pool if isinstance(global_pool, str)
+                 else getattr(global_pool, "pool_type", ""))
     if pool_type:
         config["global_pool"] = pool_type
     if args:
@@ -665,8 +619,10 @@ def write_hub_folder(
     except TypeError as e:
         raise ValueError(f"provenance and model_args must be JSON-serialisable: {e}") from None
     _write_text_atomic(out / "config.json", text + "\n")
-    card = _render_card(entry, sha256=sha256, provenance=provenance, architecture=arch,
-                        model_args=args)
+    from .cards import render_model_card  # imported late: cards imports this module's names
+
+    card = render_model_card(entry, sha256=sha256, provenance=provenance, architecture=arch,
+                             model_args=args)
     _write_text_atomic(out / "README.md", card)
     _logger.info("Wrote hub folder %s (%s, sha256 %s)", out, arch, sha256)
     return HubFolder(path=out, weights_path=weights_path, sha256=sha256)

@@ -86,8 +86,8 @@ def match_architecture(
         entry = catalog.get_entry(checkpoint)
         if entry.method != method:
             raise ConversionError(
-                f"--checkpoint {entry.name} is a {entry.method.upper()} checkpoint, but this is the "
-                f"{method} converter: use `python -m selfsup_zoo.convert {entry.method} ...`."
+                f"--checkpoint {entry.name} is a {entry.method.upper()} checkpoint, but this is "
+                f"the {method} converter: use `python -m selfsup_zoo.convert {entry.method} ...`."
             )
         if entry.num_classes != num_classes:
             raise ConversionError(
@@ -153,6 +153,14 @@ def convert(
         from .sere import convert_sere as fn
     else:
         raise ValueError(f"Unknown method {method!r}: 'care' or 'sere'.")
+    if checkpoint is not None:
+        # Unknown names and the wrong method are reported before the file is even read.
+        entry = catalog.get_entry(checkpoint)
+        if entry.method != method:
+            raise ConversionError(
+                f"--checkpoint {entry.name} is a {entry.method.upper()} checkpoint, but this is "
+                f"the {method} converter: use `python -m selfsup_zoo.convert {entry.method} ...`."
+            )
     obj = load_official(src)
     result = fn(obj, checkpoint=checkpoint, which=which, what=str(src))
     result.provenance.setdefault("converted_from", Path(src).name)

@@ -1,0 +1,82 @@
+"""Shared fixtures: a hermetic, offline environment and a hand-built Hugging Face cache.
+
+The Hugging Face variables are set here, before any test module imports ``huggingface_hub``
+(it reads them once, at import), so that every test runs offline against a cache it builds itself
+and never touches the user's caches.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Mapping
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="selfsup-zoo-tests-"))
+os.environ["HF_HOME"] = str(_SESSION_DIR / "hf_home")
+os.environ.pop("HF_HUB_CACHE", None)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["SELFSUP_ZOO_WEIGHTS"] = str(_SESSION_DIR / "no_weights_here")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+@pytest.fixture
+def weights_dir(tmp_path, monkeypatch) -> Path:
+    """A fresh, empty local weights directory (``SELFSUP_ZOO_WEIGHTS``)."""
+    path = tmp_path / "zoo_weights"
+    path.mkdir()
+    monkeypatch.setenv("SELFSUP_ZOO_WEIGHTS", str(path))
+    return path
+
+
+@pytest.fixture
+def hf_cache() -> Callable[[str, Mapping[str, Path]], Path]:
+    """Put files into the session's Hugging Face cache as repo ``org/name`` at ``main``.
+
+    Layout as huggingface_hub writes it: ``models--org--name/refs/main`` holds a commit sha and
+    ``snapshots/<sha>/`` the files (plain copies instead of blob symlinks work the same).
+    Returns the snapshot folder.
+    """
+    def add(repo_id: str, files: Mapping[str, Path]) -> Path:
+        hub = Path(os.environ["HF_HOME"]) / "hub"
+        repo_dir = hub / ("models--" + repo_id.replace("/", "--"))
+        sha = hashlib.sha1(repo_id.encode()).hexdigest()  # any 40-hex commit id will do
+        snapshot = repo_dir / "snapshots" / sha
+        snapshot.mkdir(parents=True, exist_ok=True)
+        for name, src in files.items():
+            shutil.copyfile(src, snapshot / name)
+        (repo_dir / "refs").mkdir(exist_ok=True)
+        (repo_dir / "refs" / "main").write_text(sha)
+        return snapshot
+    return add
+
+
+def run_python(code: str, *args: str, with_zoo: bool, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter; only ``with_zoo`` puts this checkout on its path.
+
+    Without it the child sees installed packages only (no PYTHONPATH, cwd outside the checkout),
+    which is how a user with plain timm loads a hub folder.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if with_zoo:
+        env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise AssertionError(f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def last_json_line(proc: subprocess.CompletedProcess) -> dict:
+    return json.loads(proc.stdout.strip().splitlines()[-1])
