@@ -7,8 +7,10 @@ Where ``pretrained=True`` looks for the weights of checkpoint ``<arch>.<tag>``, 
    ``$XDG_CACHE_HOME/selfsup_zoo/weights``, i.e. ``~/.cache/selfsup_zoo/weights``), where
    ``python -m selfsup_zoo.convert ... --install`` puts converted official releases;
 3. the Hugging Face Hub repo named in the catalog (its cache, progress bar and ``HF_HUB_OFFLINE``
-   apply), only once the catalog marks the checkpoint published, or a repo the caller names with
-   ``pretrained_cfg_overlay=dict(hf_hub_id=...)``.
+   apply) once the catalog marks the checkpoint published, or a repo the caller names with
+   ``pretrained_cfg_overlay=dict(hf_hub_id=...)``. For a checkpoint the catalog does not mark
+   published, only the local Hugging Face cache is looked at (no network request), so a cache
+   filled by hand or by a newer release still works offline.
 
 Only safetensors files are accepted on this path: nothing is unpickled. A file's header and size are
 checked before loading, its sha256 is compared with the catalog's when the catalog knows it, and
@@ -216,7 +218,7 @@ class ResolvedWeights:
     """Where the weights of one checkpoint were found."""
 
     path: Path
-    source: str  # "file" | "weights-dir" | "hf-hub"
+    source: str  # "file" | "weights-dir" | "hf-cache" (unpublished, cache only) | "hf-hub"
     sha256: str | None  # verified hash when the catalog knows it, else None
 
 
@@ -251,6 +253,15 @@ def _not_published(entry: CatalogEntry) -> WeightsNotPublishedError:
         "pretrained_cfg_overlay=dict(file='<dir>/model.safetensors'))"
     )
     return WeightsNotPublishedError("\n".join(lines))
+
+
+def _cached(repo: str, filename: str, cache_dir: str | os.PathLike[str] | None) -> Path | None:
+    """The file from the local Hugging Face cache only (no network), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo_id, revision = _split_revision(repo)
+    found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
+    return Path(found) if isinstance(found, str) else None
 
 
 def _download(
@@ -329,13 +340,20 @@ def resolve_weights(
     if repo is None:
         raise ValueError("No weights source: give a catalog entry, a file or a Hub repo id.")
     own_repo = entry is not None and _split_revision(repo)[0] == entry.hub_repo
-    if own_repo and not entry.published:
-        raise _not_published(entry)
     filename = hf_hub_filename or (entry.hub_filename if entry is not None else WEIGHTS_FILENAME)
     if not filename.endswith(".safetensors"):
         raise CorruptWeightsError(
             f"{repo}/{filename}: the pretrained path only reads '.safetensors' files."
         )
+    if own_repo and not entry.published:
+        # Not on the Hub as far as this release knows: never ask the network (it would only time
+        # out or 404), but a Hugging Face cache filled by hand or by a newer release still serves.
+        cached = _cached(repo, filename, cache_dir)
+        if cached is None:
+            raise _not_published(entry)
+        _logger.info("Loading unpublished %s from the Hugging Face cache: %s", entry.name, cached)
+        read_safetensors_header(cached)
+        return ResolvedWeights(cached, "hf-cache", None)
     path = _download(repo, filename, name, cache_dir)
     read_safetensors_header(path)
     digest = _check_hash(path, entry.sha256, entry.name) if own_repo else None

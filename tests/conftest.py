@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import pytest
 
@@ -41,13 +41,16 @@ def weights_dir(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def hf_cache() -> Callable[[str, Mapping[str, Path]], Path]:
+def hf_cache() -> Iterator[Callable[[str, Mapping[str, Path]], Path]]:
     """Put files into the session's Hugging Face cache as repo ``org/name`` at ``main``.
 
     Layout as huggingface_hub writes it: ``models--org--name/refs/main`` holds a commit sha and
     ``snapshots/<sha>/`` the files (plain copies instead of blob symlinks work the same).
-    Returns the snapshot folder.
+    Returns the snapshot folder. The repos are removed again after the test, so that a catalog
+    repo cached by one test does not serve another test's ``pretrained=True``.
     """
+    added: list[Path] = []
+
     def add(repo_id: str, files: Mapping[str, Path]) -> Path:
         hub = Path(os.environ["HF_HOME"]) / "hub"
         repo_dir = hub / ("models--" + repo_id.replace("/", "--"))
@@ -58,8 +61,12 @@ def hf_cache() -> Callable[[str, Mapping[str, Path]], Path]:
             shutil.copyfile(src, snapshot / name)
         (repo_dir / "refs").mkdir(exist_ok=True)
         (repo_dir / "refs" / "main").write_text(sha)
+        added.append(repo_dir)
         return snapshot
-    return add
+
+    yield add
+    for repo_dir in added:
+        shutil.rmtree(repo_dir, ignore_errors=True)
 
 
 def run_python(code: str, *args: str, with_zoo: bool, cwd: Path) -> subprocess.CompletedProcess:

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from selfsup_zoo import catalog, hub, write_hub_folder
 from selfsup_zoo.hub import (
     ArchitectureMismatchError, CorruptWeightsError, HashMismatchError, WeightsNotCachedError,
+    WeightsNotPublishedError,
     resolve_weights,
 )
 
@@ -126,6 +127,23 @@ def test_catalog_hash_is_checked_for_local_and_hub_copies(r50_folder, weights_di
     assert resolved.source == "hf-hub" and resolved.sha256 == folder.sha256
     with pytest.raises(HashMismatchError, match=entry.hub_repo.split("/")[1]):
         resolve_weights(dataclasses.replace(published, sha256="f" * 64))
+
+
+def test_unpublished_catalog_repo_is_served_from_a_prefilled_cache_only(r50_folder, weights_dir,
+                                                                       hf_cache):
+    """An unpublished checkpoint never asks the network, but a cache filled by hand still serves."""
+    source, folder = r50_folder
+    entry = catalog.CATALOG[R50]
+    assert not entry.published
+    with pytest.raises(WeightsNotPublishedError):
+        timm.create_model("care_resnet50", pretrained=True)
+    hf_cache(entry.hub_repo, {"model.safetensors": folder.weights_path,
+                              "config.json": folder.config_path})
+    assert resolve_weights(entry).source == "hf-cache"
+    model = timm.create_model("care_resnet50", pretrained=True).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), source(x))
 
 
 def test_offline_cache_miss_is_explained(weights_dir):
