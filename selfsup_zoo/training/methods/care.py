@@ -419,7 +419,7 @@ class CareMethod(Method):
 
     def __init__(self, config: CareConfig | None = None) -> None:
         super().__init__()
-        self.config = config if config is not None else CareConfig()
+        self.config = copy.deepcopy(config) if config is not None else CareConfig()
         self.student = CareEncoder(self.config, predictor=True)
         # The official teacher is built separately and then overwritten by momentum_update(m=0); a copy
         # of the student minus the predictors (indices 4-7) gives the same state (buffers are fresh in
