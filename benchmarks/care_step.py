@@ -53,20 +53,28 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "x1": torch.randn(args.batch, 3, args.size, args.size),
         "x2": torch.randn(args.batch, 3, args.size, args.size),
     }
-    times = []
+    times, cpu_times = [], []
     for step in range(args.steps):
         info = StepInfo(step=step, epoch=0, steps_per_epoch=args.steps, total_steps=args.steps)
         momentum = 1 - (1 - 0.99) * (math.cos(math.pi * step / args.steps) + 1) / 2
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         method.update_teacher(momentum)
         terms = method(batch, info)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
         times.append(time.perf_counter() - start)
-        print(f"step {step + 1}: {times[-1]:.2f} s  loss {terms['loss'].item():.4f}", flush=True)
+        cpu_times.append(time.process_time() - cpu_start)
+        print(
+            f"step {step + 1}: {times[-1]:.2f} s wall, {cpu_times[-1]:.2f} s CPU, "
+            f"loss {terms['loss'].item():.4f}",
+            flush=True,
+        )
     timed = times[args.warmup :] or times
     median = statistics.median(timed)
+    # on a shared machine wall time includes waiting for the cores; CPU time / threads estimates what
+    # the step would take with the threads to itself (exact only when the threads scale perfectly)
+    cpu_median = statistics.median(cpu_times[args.warmup :] or cpu_times)
     result = {
         "arch": "smoke" if args.smoke else args.arch,
         "batch_per_view": args.batch,
@@ -75,12 +83,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "attention": args.attention,
         "step_s": [round(t, 3) for t in times],
         "median_s": round(median, 3),
+        "cpu_s": [round(t, 3) for t in cpu_times],
+        "median_cpu_s_per_thread": round(cpu_median / args.threads, 3),
         "images_per_s": round(args.batch / median, 3),
         "view_images_per_s": round(2 * args.batch / median, 3),
     }
     print(
         f"median over steps {args.warmup + 1}-{args.steps}: {median:.2f} s/step, "
-        f"{args.batch / median:.2f} images/s ({2 * args.batch / median:.2f} view-images/s)"
+        f"{args.batch / median:.2f} images/s ({2 * args.batch / median:.2f} view-images/s); "
+        f"CPU {cpu_median:.2f} s/step = {cpu_median / args.threads:.2f} s per thread"
     )
     if args.json:
         print(json.dumps(result))

@@ -12,10 +12,11 @@ and must match to 1e-5; the default fused ``"sdpa"`` path is checked to 1e-4 the
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import zlib
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -202,6 +203,24 @@ def run_golden(batch: int, size: int, sdpa_backward: bool, without_ema: bool) ->
     method = CareMethod(CareConfig(img_size=size))
     method.train()
     fill_golden(method)
+    with _flush_denormal():
+        return _run_filled(method, batch, size, sdpa_backward, without_ema)
+
+
+@contextlib.contextmanager
+def _flush_denormal() -> Iterator[None]:
+    """The golden weights drive some activations/gradients into float32 denormals, which make CPU
+    kernels several times slower; flushing them changes nothing measurable (values < 1.2e-38)."""
+    torch.set_flush_denormal(True)  # returns False (and does nothing) where unsupported
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)  # the process default
+
+
+def _run_filled(
+    method: CareMethod, batch: int, size: int, sdpa_backward: bool, without_ema: bool
+) -> dict[str, Any]:
     x1, x2 = _inputs(batch, size)
     res: dict[str, Any] = {}
     if without_ema:
@@ -332,7 +351,8 @@ def test_golden_small_variant() -> None:
     exp = GOLDEN[(4, 64)]
     for impl, grad_tol in (("sdpa", 1e-3), ("einsum", 1e-5)):
         method.set_attention(impl)
-        rec = _record(method, x1, x2, backward=True)
+        with _flush_denormal():
+            rec = _record(method, x1, x2, backward=True)
         _check_losses(rec, exp, 1e-5)
         assert rec["grad_missing"] == []
         assert rel(rec["grad_norm"], exp["grad_norm"]) < grad_tol, (impl, rec["grad_norm"])
@@ -343,12 +363,13 @@ def test_golden_b4_224() -> None:
     res = run_golden(4, 224, sdpa_backward=True, without_ema=True)
     exp = GOLDEN[(4, 224)]
     assert rel(res["loss_without_ema"], exp["loss_without_ema"]) < 1e-5
-    for impl in ("einsum", "sdpa"):
+    # the fused path re-orders the attention arithmetic: vectors agree to ~2e-6 instead of 1e-7
+    for impl, atol in (("einsum", 2e-6), ("sdpa", 1e-5)):
         rec = res[impl]
         _check_losses(rec, exp, 1e-5)
-        _check_details(rec, exp, ("q1", "k1", "att_q1", "att_k1"), atol=2e-6)
+        _check_details(rec, exp, ("q1", "k1", "att_q1", "att_k1"), atol=atol)
         for k, v in exp["per_sample"].items():
-            np.testing.assert_allclose(rec["per_sample"][k], v, rtol=0, atol=5e-6, err_msg=k)
+            np.testing.assert_allclose(rec["per_sample"][k], v, rtol=0, atol=2 * atol, err_msg=k)
         assert rec["grad_missing"] == []
         assert rel(rec["grad_norm"], exp["grad_norm"]) < 1e-4, (impl, rec["grad_norm"])
         for k, v in exp["grad_groups"].items():
