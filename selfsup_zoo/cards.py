@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
 import re
 import sys
@@ -127,13 +128,15 @@ class _ModelFacts:
 
 
 @functools.lru_cache(maxsize=None)
-def _model_facts_cached(timm_arch: str, args: tuple[tuple[str, Any], ...]) -> _ModelFacts:
+def _model_facts_cached(timm_arch: str, args_json: str) -> _ModelFacts:
     import timm
     import torch
 
+    args = json.loads(args_json)  # a JSON key: model_args may hold lists (e.g. ResNet layers)
+
     # The meta device allocates nothing: counting ViT-B's parameters this way takes milliseconds.
     with torch.device("meta"):
-        model = timm.create_model(timm_arch, pretrained=False, **dict(args))
+        model = timm.create_model(timm_arch, pretrained=False, **args)
     info = tuple(
         (int(f["num_chs"]), int(f["reduction"])) for f in getattr(model, "feature_info", []))
     return _ModelFacts(
@@ -149,7 +152,7 @@ def _model_facts(timm_arch: str, model_args: Mapping[str, Any] | None,
     if num_classes is not None:
         args["num_classes"] = num_classes
     try:
-        return _model_facts_cached(timm_arch, tuple(sorted(args.items())))
+        return _model_facts_cached(timm_arch, json.dumps(args, sort_keys=True))
     except Exception as err:  # a smoke run may name an architecture timm cannot build here
         _logger.warning("could not build %s to describe it: %s", timm_arch, err)
         return None

@@ -241,6 +241,9 @@ def test_smoke_care_exports_a_hub_folder_that_plain_timm_loads(tmp_path, images,
                             cwd=tmp_path)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert loaded.stdout.split() == ["ResNet", "(2,", "512)"]
+    # Not a catalog checkpoint: the card and cfg describe what the run trained on (32 px digits).
+    cfg = json.loads((folder / "config.json").read_text())["pretrained_cfg"]
+    assert cfg["input_size"] == [3, 32, 32] and cfg["interpolation"] == "bilinear"
     # The weights are the trained student encoder's, and export from the checkpoint gives the same file.
     again = run([sys.executable, "-m", "selfsup_zoo.training.export", str(tmp_path / "smoke_care"),
                  str(tmp_path / "again")])

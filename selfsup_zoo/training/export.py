@@ -66,9 +66,25 @@ def export_method(method: Any, recipe: Recipe, out_dir: str | Path, *, provenanc
         _state_dict_for_export(backbone),
         architecture=arch,
         model_args=model_args or None,
+        pretrained_cfg=None if recipe.checkpoint else data_cfg(recipe),
         checkpoint=recipe.checkpoint or None,
         provenance=provenance,
     )
+
+
+def data_cfg(recipe: Recipe) -> dict[str, Any]:
+    """Input size, interpolation and normalisation the run trained with, for a checkpoint that is
+    not in the catalog (smoke runs at 32 px on digits): timm's data config then evaluates it at the
+    resolution it learnt, not at the architecture's default 224 px."""
+    views = recipe.data.view_args
+    size = int(views.get("size") or views.get("global_size") or 224)
+    # The views' own default resampling (CareViews: bilinear, SereViews: bicubic) unless overridden.
+    default_interpolation = {"care": "bilinear", "sere": "bicubic"}.get(recipe.data.views, "bicubic")
+    return {
+        "input_size": (3, size, size), "mean": tuple(recipe.data.mean),
+        "std": tuple(recipe.data.std), "crop_pct": 0.875,
+        "interpolation": str(views.get("interpolation", default_interpolation)),
+    }
 
 
 def export_checkpoint(src: str | Path, out_dir: str | Path | None = None) -> Any:
