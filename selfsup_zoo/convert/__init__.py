@@ -73,6 +73,17 @@ def strip_prefix(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
+def _entry_for_method(checkpoint: str, method: str) -> catalog.CatalogEntry:
+    """The catalog entry ``checkpoint``, refused when it belongs to the other method."""
+    entry = catalog.get_entry(checkpoint)
+    if entry.method != method:
+        raise ConversionError(
+            f"--checkpoint {entry.name} is a {entry.method.upper()} checkpoint, but this is "
+            f"the {method} converter: use `python -m selfsup_zoo.convert {entry.method} ...`."
+        )
+    return entry
+
+
 def match_architecture(
     state_dict: Mapping[str, torch.Tensor], method: str, num_classes: int, what: str,
     checkpoint: str | None = None,
@@ -83,12 +94,7 @@ def match_architecture(
     without it every architecture of ``method`` is tried and the error describes the closest one.
     """
     if checkpoint is not None:
-        entry = catalog.get_entry(checkpoint)
-        if entry.method != method:
-            raise ConversionError(
-                f"--checkpoint {entry.name} is a {entry.method.upper()} checkpoint, but this is "
-                f"the {method} converter: use `python -m selfsup_zoo.convert {entry.method} ...`."
-            )
+        entry = _entry_for_method(checkpoint, method)
         if entry.num_classes != num_classes:
             raise ConversionError(
                 f"{what} {'has' if num_classes else 'has no'} classifier "
@@ -155,12 +161,7 @@ def convert(
         raise ValueError(f"Unknown method {method!r}: 'care' or 'sere'.")
     if checkpoint is not None:
         # Unknown names and the wrong method are reported before the file is even read.
-        entry = catalog.get_entry(checkpoint)
-        if entry.method != method:
-            raise ConversionError(
-                f"--checkpoint {entry.name} is a {entry.method.upper()} checkpoint, but this is "
-                f"the {method} converter: use `python -m selfsup_zoo.convert {entry.method} ...`."
-            )
+        _entry_for_method(checkpoint, method)
     obj = load_official(src)
     result = fn(obj, checkpoint=checkpoint, which=which, what=str(src))
     result.provenance.setdefault("converted_from", Path(src).name)
