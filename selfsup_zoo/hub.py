@@ -34,6 +34,7 @@ from typing import Any, Mapping
 import torch
 
 from . import catalog
+from ._io import atomic_write, atomic_write_text
 from .catalog import CATALOG, WEIGHTS_FILENAME, CatalogEntry, UnknownNameError
 
 _logger = logging.getLogger(__name__)
@@ -517,26 +518,10 @@ def _jsonable(value: Any) -> Any:
 
 
 def _save_safetensors_atomic(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
-    os.close(fd)
-    try:
-        # Fixed metadata keeps the bytes (and the sha256) a function of the tensors alone.
-        save_file(dict(tensors), tmp, metadata={"format": "pt"})
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    # Fixed metadata keeps the bytes (and the sha256) a function of the tensors alone.
+    atomic_write(path, lambda f: f.write(save(dict(tensors), metadata={"format": "pt"})))
 
 
 def _plain_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -636,12 +621,12 @@ def write_hub_folder(
         text = json.dumps(_jsonable(config), indent=2)
     except TypeError as e:
         raise ValueError(f"provenance and model_args must be JSON-serialisable: {e}") from None
-    _write_text_atomic(out / "config.json", text + "\n")
+    atomic_write_text(out / "config.json", text + "\n")
     from .cards import render_model_card  # imported late: cards imports this module's names
 
     card = render_model_card(entry, sha256=sha256, provenance=provenance, architecture=arch,
                              model_args=args)
-    _write_text_atomic(out / "README.md", card)
+    atomic_write_text(out / "README.md", card)
     _logger.info("Wrote hub folder %s (%s, sha256 %s)", out, arch, sha256)
     return HubFolder(path=out, weights_path=weights_path, sha256=sha256)
 

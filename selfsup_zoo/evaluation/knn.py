@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from selfsup_zoo.training.data import EvalView, ImageFolderDataset, collate_views
+from selfsup_zoo.training.data import EvalView, ImageFolderDataset, collate_views, normalize_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +49,12 @@ def extract_features(
     dataset = ImageFolderDataset(root, EvalView(size, crop_pct, interpolation))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_views)
-    mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255.0
-    std_t = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255.0
+    mean_t = torch.tensor(mean, device=device).view(-1, 1, 1)
+    std_t = torch.tensor(std, device=device).view(-1, 1, 1)
     model.eval().to(device)
     feats, labels = [], []
     for batch in loader:
-        images = (batch["image"].to(device).float() - mean_t) / std_t
+        images = normalize_uint8(batch["image"].to(device), mean_t, std_t)
         out = model(images)
         if out.ndim != 2:
             raise ValueError(

@@ -58,6 +58,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image
+
+from selfsup_zoo._io import atomic_write_text
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
@@ -695,6 +697,13 @@ class ImageFolderDataset(Dataset):
 # --------------------------------------------------------------------------------------------
 
 
+def normalize_uint8(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 ``(x / 255 - mean) / std``: ToTensor then Normalize, done wherever
+    the images are (the engine and the evaluation run it on the device). ``mean``/``std`` must
+    broadcast against the channel dimension (e.g. shape [3, 1, 1])."""
+    return images.to(torch.float32).div_(255.0).sub_(mean).div_(std)
+
+
 def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Batch a list of sample dicts.
 
@@ -796,9 +805,8 @@ def materialize_digits(root: str | os.PathLike[str], size: int = 64, *, val_ever
             folder = root / split / str(label)
             folder.mkdir(parents=True, exist_ok=True)
             write_png(img.contiguous(), str(folder / f"{i:04d}.png"))
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps(params))
-        os.replace(tmp, marker)  # atomic: the marker appears only once every image is on disk
+        # atomic: the marker appears only once every image is on disk
+        atomic_write_text(marker, json.dumps(params))
     return root
 
 

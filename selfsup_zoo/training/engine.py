@@ -42,6 +42,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
+from selfsup_zoo._io import atomic_write
+from selfsup_zoo.training import data as sdata
 from selfsup_zoo.training import dist as tdist
 from selfsup_zoo.training.methods import Method, StepInfo, build_method
 from selfsup_zoo.training.optim import (
@@ -135,29 +137,10 @@ class StepSampler(Sampler[list[tuple[int, int]]]):
 # ==================================================================================================
 # Checkpoints
 # ==================================================================================================
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write atomically: temp file in the same folder, fsync, rename, fsync the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -283,7 +266,7 @@ def _to_device(batch: dict[str, Any], device: torch.device, mean: torch.Tensor, 
         if isinstance(value, torch.Tensor):
             v = value.to(device, non_blocking=True)
             if v.dtype == torch.uint8 and v.dim() >= 4 and v.shape[-3] == 3:
-                v = v.to(torch.float32).div_(255.0).sub_(mean).div_(std)
+                v = sdata.normalize_uint8(v, mean, std)
                 if channels_last and v.dim() == 4:
                     v = v.contiguous(memory_format=torch.channels_last)
             out[key] = v
@@ -333,8 +316,6 @@ def _tensorboard_writer(folder: Path) -> Any:
 
 
 def _build_data(recipe: Recipe, info: tdist.DistInfo) -> Any:
-    from selfsup_zoo.training import data as sdata
-
     d = recipe.data
     if not d.root:
         raise ValueError(

@@ -578,7 +578,8 @@ def load_official_checkpoint(
 ) -> dict[str, Any]:
     """Load an official full pre-training checkpoint (``{"start_epoch", "model", "optimizer"}``,
     spec §1.3) into ``method``, strictly: any missing, unexpected or mis-shaped entry raises a
-    ``ValueError`` naming the official keys. A path is read with ``torch.load(weights_only=True)``.
+    ``ValueError`` naming the official keys. A path is read with ``selfsup_zoo.convert.load_official``
+    (``torch.load(weights_only=True)``).
 
     Returns ``{"start_epoch": int | None, "num_tensors": int, "optimizer": dict | None}``. The official
     SGD state indexes the student parameters in the order of ``param_groups()[0]["params"]`` (both
@@ -586,7 +587,9 @@ def load_official_checkpoint(
     returned unchanged for the engine to load.
     """
     if isinstance(checkpoint, (str, os.PathLike)):
-        checkpoint = torch.load(os.fspath(checkpoint), map_location="cpu", weights_only=True)
+        from selfsup_zoo.convert import load_official  # weights_only, clear refusal of pickles
+
+        checkpoint = load_official(checkpoint)
     if not isinstance(checkpoint, Mapping) or "model" not in checkpoint:
         got = sorted(checkpoint) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
         raise ValueError(f"expected an official CARE checkpoint with a 'model' entry, got {got}")

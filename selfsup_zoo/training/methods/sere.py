@@ -809,13 +809,6 @@ def to_official_checkpoint(method: SereMethod) -> dict[str, Any]:
     }
 
 
-def _load_file(path: str | os.PathLike[str]) -> Any:
-    # Only tensors and plain containers; the one pickled class in official files is the argparse
-    # Namespace under `args`, allow-listed instead of disabling the safe loader (spec §1.8).
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def _load_branch(net: SereNetwork, state: Mapping[str, Tensor], part: str) -> None:
     converted: dict[str, Tensor] = {}
     for key, value in state.items():
@@ -864,7 +857,9 @@ def load_official_checkpoint(method: SereMethod, ckpt: str | os.PathLike[str] | 
     Files are read with ``torch.load(weights_only=True)``.
     """
     if not isinstance(ckpt, Mapping):
-        ckpt = _load_file(ckpt)
+        from selfsup_zoo.convert import load_official  # weights_only; Namespace allow-listed
+
+        ckpt = load_official(ckpt)
     for part in ("student", "teacher", "ibot_loss"):
         if part not in ckpt:
             raise ValueError(f"official checkpoint has no {part!r} entry (keys: {sorted(ckpt)})")
