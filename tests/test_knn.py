@@ -40,3 +40,15 @@ def test_knn_on_digits_beats_chance_with_a_random_backbone(tmp_path):
     assert result["feature_dim"] == 512  # resnet10t pools 512 channels
     assert 50.0 < result["top1"] <= 100.0  # 87.5 % measured; chance is 10 %
     assert result["top5"] >= result["top1"]
+
+
+def test_cli_runs_as_a_module_without_double_import_warning():
+    """`python -m selfsup_zoo.evaluation.knn` (the documented command): the package must not import
+    the module first, or runpy warns that it was found in sys.modules before execution."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "selfsup_zoo.evaluation.knn",
+                           "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--train" in proc.stdout and "RuntimeWarning" not in proc.stderr

@@ -95,6 +95,7 @@ def test_sere_recipe_numbers(name: str):
     assert m["temperature_pixel"] == 0.5 and m["temperature_channel"] == 0.1 and m["overlap_size"] == 13
     assert m["lambda1"] == 1.0 and m["lambda2"] == 1.0 and m["student_temp"] == 0.1
     assert m["head_hidden_dim"] == 2048 and m["head_bottleneck_dim"] == 256 and m["center_momentum"] == 0.9
+    assert m["act_in_head"] == "gelu" and "norm_in_head" not in m  # official None = the config default
     assert r.data.views == "sere" and v["local_crops"] == 10
     assert v["global_size"] == 224 and v["local_size"] == 96 and v["patch_size"] == 16
     assert v["global_scale"] == x["gscale"] and v["local_scale"] == x["lscale"]

@@ -572,3 +572,76 @@ def test_bf16_autocast_step_close_to_fp32() -> None:
     out["loss"].backward()
     for key in ("cls", "patch", "spatial", "channel"):
         assert float(out[key]) == pytest.approx(float(ref[key]), rel=2e-2), key
+
+
+# --------------------------------------------------------------------------------------------------
+# Official head options (--norm_in_head, --act_in_head) and initialisation
+# --------------------------------------------------------------------------------------------------
+
+
+def test_class_token_gets_the_official_init() -> None:
+    """cls_token ~ truncated normal std 0.02 (spec §1.1), not timm's std 1e-6; the teacher copies it."""
+    torch.manual_seed(0)
+    method = SereMethod(SereConfig(model_args=dict(TINY, embed_dim=384)))
+    token = method.student.backbone.cls_token.detach()
+    assert 0.015 < float(token.std()) < 0.025  # timm alone: ~1e-6
+    assert torch.equal(method.teacher.backbone.cls_token, token)
+
+
+def test_head_norm_layout_matches_the_official_indices() -> None:
+    bn = _tiny(norm_in_head="bn", act_in_head="relu").student.head
+    kinds = [type(m).__name__ for m in bn.mlp]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert {k for k in bn.state_dict() if k.startswith("mlp.1.")} == {
+        "mlp.1.weight", "mlp.1.bias", "mlp.1.running_mean", "mlp.1.running_var", "mlp.1.num_batches_tracked"}
+    ln = _tiny(norm_in_head="ln").student.head
+    assert [type(m).__name__ for m in ln.mlp] == ["Linear", "LayerNorm", "GELU", "Linear", "LayerNorm", "GELU", "Linear"]
+    plain = _tiny().student.head
+    assert [type(m).__name__ for m in plain.mlp] == ["Linear", "GELU", "Linear", "GELU", "Linear"]
+    for bad in ({"norm_in_head": "csyncbn"}, {"norm_in_head": "group"}, {"act_in_head": "silu"}):
+        with pytest.raises(ValueError, match="norm_in_head|act_in_head"):
+            SereConfig(**bad)
+
+
+def test_head_batchnorm_pools_batch_and_tokens() -> None:
+    """With BN in the head, statistics pool every token of every image (official CustomSequential):
+    the same as BatchNorm1d over the [B*N, C] rows; and the CLS-only path of the local crops still
+    normalises with all tokens, as the official head does on the locals' full token sequence."""
+    torch.manual_seed(0)
+    head = _tiny(norm_in_head="bn").student.head
+    tokens = torch.randn(3, 5, TINY["embed_dim"])
+    cls_logits, patch_logits = head(tokens)
+    rows = tokens.reshape(15, -1)
+    h = rows
+    for m in head.mlp:
+        h = F.batch_norm(h, None, None, m.weight, m.bias, training=True, eps=m.eps) if isinstance(m, nn.BatchNorm1d) else m(h)
+    want = head.last_layer(F.normalize(h, dim=-1)).reshape(3, 5, -1)
+    torch.testing.assert_close(cls_logits, want[:, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(patch_logits, want[:, 1:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(head.forward_cls(tokens), want[:, 0], atol=1e-5, rtol=1e-5)
+    # CLS rows alone would give other statistics, so the full-sequence path matters.
+    alone = head.last_layer(F.normalize(head.mlp(tokens[:, 0]), dim=-1))
+    assert not torch.allclose(alone, want[:, 0], atol=1e-3)
+
+
+def test_head_batchnorm_trains_converts_and_round_trips(tmp_path) -> None:
+    torch.manual_seed(0)
+    method = _tiny(norm_in_head="bn")
+    batch = _tiny_batch()
+    ref = method.forward(batch, STEP0)["loss"]
+    ref.backward()
+    assert method.student.head.mlp[1].weight.grad is not None
+    # BN weights are exempt from weight decay, their biases are not (SERE's rule, spec §5.3).
+    decay, no_decay = method.param_groups()
+    exempt = {id(p) for p in no_decay["params"]}
+    assert id(method.student.head.mlp[1].weight) in exempt and id(method.student.head.mlp[1].bias) not in exempt
+    # Official checkpoint layout keeps the head BN keys and buffers.
+    path = tmp_path / "checkpoint.pth"
+    torch.save(to_official_checkpoint(method), path)
+    target = _tiny(norm_in_head="bn")
+    load_official_checkpoint(target, path)
+    torch.testing.assert_close(target.teacher.head.mlp[4].running_var, method.teacher.head.mlp[4].running_var)
+    # SyncBatchNorm conversion covers the head too (4 SERE heads x 2 BNs + 2 head BNs, per branch).
+    method.convert_sync_batchnorm()
+    bns = [m for m in method.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert len(bns) == 2 * (8 + 2) and all(isinstance(m, nn.SyncBatchNorm) for m in bns)

@@ -51,6 +51,10 @@ SERE_HEAD_NAMES: tuple[str, ...] = ("channel_sere", "pixel_sere", "channel_sere_
 # --------------------------------------------------------------------------------------------------
 
 
+HEAD_NORMS = (None, "bn", "syncbn", "ln")
+HEAD_ACTS = ("gelu", "relu")
+
+
 @dataclass
 class SereConfig:
     """SERE hyper-parameters; the defaults are the ViT-S/16 recipe (spec §5.1).
@@ -70,6 +74,11 @@ class SereConfig:
     norm_last_layer: bool = False
     head_hidden_dim: int = 2048
     head_bottleneck_dim: int = 256
+    #: Normalisation after each hidden Linear of the head MLP (official ``--norm_in_head``): ``None``
+    #: (the released runs), ``"bn"``/``"syncbn"`` (BatchNorm over every token of the batch) or ``"ln"``.
+    norm_in_head: str | None = None
+    #: Head MLP activation (official ``--act_in_head``): ``"gelu"`` (released runs) or ``"relu"``.
+    act_in_head: str = "gelu"
     # iBOT loss (spec §3.2-§3.4)
     student_temp: float = 0.1
     warmup_teacher_temp: float = 0.04
@@ -96,6 +105,15 @@ class SereConfig:
     #: Micro-batches per optimizer step; the centres are updated once per step with the sum of the
     #: micro-batches (spec §8 #16; the official read a module-level global for this).
     accum_iter: int = 1
+
+    def __post_init__(self) -> None:
+        if self.norm_in_head not in HEAD_NORMS:
+            raise ValueError(
+                f"norm_in_head must be one of {sorted(HEAD_NORMS, key=str)}, got {self.norm_in_head!r} "
+                "(the official 'csyncbn'/'psyncbn' variants are not supported)"
+            )
+        if self.act_in_head not in HEAD_ACTS:
+            raise ValueError(f"act_in_head must be one of {sorted(HEAD_ACTS)}, got {self.act_in_head!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -316,11 +334,39 @@ class WeightNormLinear(nn.Module):
         return F.linear(x, weight)
 
 
+class TokenMLP(nn.Sequential):
+    """``nn.Sequential`` whose BatchNorms normalise over every token: a [B, N, C] input is moved to
+    [B, C, N] around each BatchNorm, so the statistics pool batch and tokens (the official
+    ``CustomSequential``). Other layers act per token as usual."""
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        for module in self:
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and x.dim() > 2:
+                x = module(x.movedim(-1, 1)).movedim(1, -1)
+            else:
+                x = module(x)
+        return x
+
+
+def _head_norm(kind: str | None, dim: int) -> nn.Module | None:
+    if kind is None:
+        return None
+    if kind == "bn":
+        return nn.BatchNorm1d(dim)
+    if kind == "syncbn":
+        return nn.SyncBatchNorm(dim)
+    if kind == "ln":
+        return nn.LayerNorm(dim)
+    raise ValueError(f"unknown head norm {kind!r}; use one of {HEAD_NORMS}")
+
+
 class IBOTHead(nn.Module):
-    """iBOT projection head (spec §2.1): 3-layer GELU MLP, L2 norm, weight-normalised last layer(s).
+    """iBOT projection head (spec §2.1): 3-layer MLP, L2 norm, weight-normalised last layer(s).
 
     With ``shared`` the patch projection ``last_layer2`` is the same module as ``last_layer`` (the
-    state dict lists both names, ``named_parameters`` once), as in the official head.
+    state dict lists both names, ``named_parameters`` once), as in the official head. ``norm``
+    (official ``--norm_in_head``) puts a BatchNorm/LayerNorm after each hidden Linear, with the
+    official module indices (``mlp.0`` Linear, ``mlp.1`` norm, ``mlp.2`` act, ...).
     """
 
     def __init__(
@@ -332,15 +378,23 @@ class IBOTHead(nn.Module):
         bottleneck_dim: int = 256,
         norm_last_layer: bool = True,
         shared: bool = True,
+        norm: str | None = None,
+        act: str = "gelu",
     ) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim),
-            nn.GELU(),
-            nn.Linear(hidden_dim, hidden_dim),
-            nn.GELU(),
-            nn.Linear(hidden_dim, bottleneck_dim),
-        )
+        if act not in HEAD_ACTS:
+            raise ValueError(f"unknown head activation {act!r}; use one of {HEAD_ACTS}")
+        layers: list[nn.Module] = []
+        for d_in in (in_dim, hidden_dim):
+            layers.append(nn.Linear(d_in, hidden_dim))
+            norm_layer = _head_norm(norm, hidden_dim)
+            if norm_layer is not None:
+                layers.append(norm_layer)
+            layers.append(nn.GELU() if act == "gelu" else nn.ReLU())
+        layers.append(nn.Linear(hidden_dim, bottleneck_dim))
+        self.mlp = TokenMLP(*layers)
+        #: BatchNorm statistics depend on which tokens go through the MLP together.
+        self.batch_stats = norm in ("bn", "syncbn")
         for module in self.mlp:
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
@@ -360,8 +414,11 @@ class IBOTHead(nn.Module):
         return self.last_layer(x[:, 0]), self.last_layer2(x[:, 1:])
 
     def forward_cls(self, tokens: Tensor) -> Tensor:
-        """CLS logits only (local crops: the official patch logits of locals are discarded, and the
-        MLP acts per token, so skipping the patch rows changes nothing)."""
+        """CLS logits only (local crops: the official patch logits of locals are discarded). Without
+        BatchNorm the MLP acts per token, so the patch rows are skipped; with it they still go
+        through the MLP, because the official BN statistics pool all tokens of the local crops."""
+        if self.batch_stats:
+            return self.forward(tokens)[0]
         return self.last_layer(self._embed(tokens[:, 0]))
 
 
@@ -379,6 +436,9 @@ class SereNetwork(nn.Module):
             cfg.arch, pretrained=False, num_classes=0, drop_path_rate=cfg.drop_path if student else 0.0, **cfg.model_args
         )
         _check_backbone(backbone)
+        # Official init of the class token: truncated normal, std 0.02 (spec §1.1); timm draws it
+        # with std 1e-6. Everything else timm initialises as the official code does.
+        nn.init.trunc_normal_(backbone.cls_token, std=0.02)
         self.backbone = backbone
         dim = backbone.embed_dim
         num_heads = backbone.blocks[0].attn.num_heads
@@ -401,6 +461,8 @@ class SereNetwork(nn.Module):
             # The teacher head keeps the official default (True); it is never optimised anyway.
             norm_last_layer=cfg.norm_last_layer if student else True,
             shared=cfg.shared_head if student else cfg.shared_head_teacher,
+            norm=cfg.norm_in_head,
+            act=cfg.act_in_head,
         )
 
     @property
@@ -746,12 +808,13 @@ class SereMethod(Method):
         torch._foreach_add_(t_params, s_params, alpha=1.0 - momentum)
 
     def convert_sync_batchnorm(self) -> None:
-        """SyncBatchNorm for the SERE head BNs of both branches (the only BNs, spec §2.2, §8 #4).
+        """SyncBatchNorm for every BN of both branches: the SERE heads' (spec §2.2, §8 #4) and, with
+        ``norm_in_head="bn"``, the iBOT head's (the official script converts whole networks).
 
         Call before building the optimizer: the conversion creates new parameter tensors.
         """
         for branch in (self.student, self.teacher):
-            for head_name in SERE_HEAD_NAMES:
+            for head_name in (*SERE_HEAD_NAMES, "head"):
                 setattr(branch, head_name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(branch, head_name)))
 
     def export_backbone(self) -> nn.Module:
