@@ -52,3 +52,28 @@ def test_cli_runs_as_a_module_without_double_import_warning():
                            "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--train" in proc.stdout and "RuntimeWarning" not in proc.stderr
+
+
+def test_cli_random_init_baseline_is_repeatable_and_seeded(tmp_path, capsys):
+    """Two --random-init runs with the same --seed give the same figures; another seed builds other
+    weights (so the baseline quoted in the README can be rerun exactly)."""
+    import json
+
+    from selfsup_zoo.evaluation.knn import main
+
+    import shutil
+
+    full = materialize_digits(tmp_path / "digits", size=32)
+    root = tmp_path / "small"  # 40 + 20 real digits: resnet10t runs at its own 176-px size
+    for split, stride, n in (("train", 30, 40), ("val", 15, 20)):
+        for f in sorted((full / split).rglob("*.png"))[::stride][:n]:
+            (root / split / f.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, root / split / f.parent.name / f.name)
+    common = ["resnet10t", "--train", str(root / "train"), "--val", str(root / "val"), "--random-init", "--k", "5"]
+    results = []
+    for seed in ("0", "0", "1"):
+        assert main([*common, "--seed", seed]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0]["top1"] == results[1]["top1"] and results[0]["top5"] == results[1]["top5"]
+    assert results[0]["num_train"] == 40 and results[0]["num_val"] == 20
+    assert (results[2]["top1"], results[2]["top5"]) != (results[0]["top1"], results[0]["top5"])

@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--random-init", action="store_true", help="do not load weights (baseline)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="torch seed set before the model is built (makes --random-init repeatable)")
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "selfsup_zoo" / "data"),
                         help="where embedded:... data sets are materialised")
     args = parser.parse_args(argv)
@@ -148,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
     train = resolve_data_root(args.train, args.cache_dir)
     val = resolve_data_root(args.val, args.cache_dir)
+    torch.manual_seed(args.seed)
     model = timm.create_model(args.model, pretrained=not args.random_init, num_classes=0)
     result = knn_evaluate(model, train, val, k=args.k, temperature=args.temperature,
                           batch_size=args.batch_size, num_workers=args.workers, device=args.device)
