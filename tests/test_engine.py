@@ -231,16 +231,7 @@ def test_smoke_care_exports_a_hub_folder_that_plain_timm_loads(tmp_path, images,
     assert out.returncode == 0, out.stderr[-3000:]
     folder = tmp_path / "smoke_care" / "export"
     assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in folder.iterdir()}
-    check = (
-        "import sys, timm, torch\n"
-        f"m = timm.create_model('local-dir:{folder}', pretrained=True).eval()\n"
-        "assert not any(k.startswith('selfsup_zoo') for k in sys.modules)\n"
-        "print(type(m).__name__, tuple(m(torch.zeros(2, 3, 32, 32)).shape))\n"
-    )
-    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120,
-                            cwd=tmp_path)
-    assert loaded.returncode == 0, loaded.stderr[-3000:]
-    assert loaded.stdout.split() == ["ResNet", "(2,", "512)"]
+    assert _plain_timm_forward(folder, tmp_path) == ["ResNet", "(2,", "512)"]
     # Not a catalog checkpoint: the card and cfg describe what the run trained on (32 px digits).
     cfg = json.loads((folder / "config.json").read_text())["pretrained_cfg"]
     assert cfg["input_size"] == [3, 32, 32] and cfg["interpolation"] == "bilinear"
@@ -249,6 +240,20 @@ def test_smoke_care_exports_a_hub_folder_that_plain_timm_loads(tmp_path, images,
                  str(tmp_path / "again")])
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout)["sha256"] == _sha256(folder / "model.safetensors")
+
+
+def _plain_timm_forward(folder: Path, cwd: Path) -> list[str]:
+    """Load ``folder`` with ``timm.create_model('local-dir:...')`` in a fresh interpreter that must
+    never import selfsup_zoo, run a 2 x 3 x 32 x 32 batch; returns [class name, *output shape]."""
+    check = (
+        "import sys, timm, torch\n"
+        f"m = timm.create_model('local-dir:{folder}', pretrained=True).eval()\n"
+        "assert not any(k.startswith('selfsup_zoo') for k in sys.modules)\n"
+        "print(type(m).__name__, tuple(m(torch.zeros(2, 3, 32, 32)).shape))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120, cwd=cwd)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    return loaded.stdout.split()
 
 
 def _sha256(path: Path) -> str:
@@ -277,16 +282,7 @@ def test_smoke_sere_trains_and_exports_the_teacher_as_a_hub_folder(tmp_path, cac
     assert last < 0.85 * first, (first, last)
 
     folder = tmp_path / "smoke_sere" / "export"
-    check = (
-        "import sys, timm, torch\n"
-        f"m = timm.create_model('local-dir:{folder}', pretrained=True).eval()\n"
-        "assert not any(k.startswith('selfsup_zoo') for k in sys.modules)\n"
-        "print(type(m).__name__, tuple(m(torch.zeros(2, 3, 32, 32)).shape))\n"
-    )
-    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120,
-                            cwd=tmp_path)
-    assert loaded.returncode == 0, loaded.stderr[-3000:]
-    assert loaded.stdout.split() == ["VisionTransformer", "(2,", "48)"]
+    assert _plain_timm_forward(folder, tmp_path) == ["VisionTransformer", "(2,", "48)"]
     # The exported weights are the teacher's backbone of the last checkpoint, key for key.
     from safetensors.torch import load_file
 
