@@ -47,7 +47,7 @@ __all__ = [
     "ArchitectureMismatchError", "UnsafeCheckpointError", "ConversionError",
     "InvalidHubFolderError", "ResolvedWeights", "HubFolder", "weights_dir", "installed_path",
     "file_sha256", "read_safetensors_header", "resolve_weights", "resolve_cfg_weights",
-    "check_state_dict", "expected_shapes", "write_hub_folder", "install_hub_folder",
+    "check_state_dict", "compare_keys", "expected_shapes", "write_hub_folder", "install_hub_folder",
 ]
 
 
@@ -410,6 +410,18 @@ def _listing(keys: list[str], limit: int = 8) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
+def compare_keys(
+    found: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]]
+) -> tuple[list[str], list[str], list[str]]:
+    """Keys of ``found`` against ``expected`` shapes: (missing, unexpected, shape-mismatched), each
+    in its mapping's order. The one comparison behind every "does not fit" error (hub files and the
+    official training-checkpoint importers), which differ only in how they name and word the keys."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [k for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k])]
+    return missing, unexpected, wrong
+
+
 def check_state_dict(
     state_dict: Mapping[str, torch.Tensor],
     expected: Mapping[str, tuple[int, ...]],
@@ -421,12 +433,8 @@ def check_state_dict(
 
     ``what`` names the weights (a file, a checkpoint), ``target`` the architecture.
     """
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong = [
-        f"{k} {tuple(state_dict[k].shape)} (expected {expected[k]})"
-        for k in expected if k in state_dict and tuple(state_dict[k].shape) != expected[k]
-    ]
+    missing, unexpected, wrong_keys = compare_keys(state_dict, expected)
+    wrong = [f"{k} {tuple(state_dict[k].shape)} (expected {expected[k]})" for k in wrong_keys]
     if not (missing or unexpected or wrong):
         return
     parts = [f"{what} does not fit {target}:"]

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup_zoo.hub import compare_keys
+
 from .base import Method, StepInfo
 
 __all__ = [
@@ -602,13 +604,10 @@ def load_official_checkpoint(
         except ValueError:
             unexpected.append(key)
     own = method.state_dict()
-    unexpected += sorted(official_key(k) for k in set(ours) - set(own))
-    missing = sorted(official_key(k) for k in set(own) - set(ours))
-    mismatched = [
-        f"{official_key(k)} {tuple(ours[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in ours and tuple(ours[k].shape) != tuple(v.shape)
-    ]
+    missing_keys, extra_keys, wrong_keys = compare_keys(ours, {k: tuple(v.shape) for k, v in own.items()})
+    unexpected += sorted(official_key(k) for k in extra_keys)
+    missing = sorted(official_key(k) for k in missing_keys)
+    mismatched = [f"{official_key(k)} {tuple(ours[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong_keys]
     if missing or unexpected or mismatched:
         msg = [f"official CARE checkpoint does not match CareMethod({method.config.arch!r})"]
         if missing:

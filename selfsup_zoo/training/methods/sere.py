@@ -38,6 +38,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfsup_zoo.hub import compare_keys
+
 from .base import Method, StepInfo
 
 logger = logging.getLogger(__name__)
@@ -893,19 +895,17 @@ def _load_branch(net: SereNetwork, state: Mapping[str, Tensor], part: str) -> No
                 converted[k1] = converted[k2]
             if k1 in converted:
                 converted[k2] = converted[k1]
-    missing = sorted(set(expected) - set(converted))
-    unexpected = sorted(set(converted) - set(expected))
+    missing, unexpected, wrong = compare_keys(converted, {k: tuple(v.shape) for k, v in expected.items()})
     problems = []
     if missing:
-        problems.append(f"missing keys {[_ours_to_official(k) for k in missing]}")
+        problems.append(f"missing keys {[_ours_to_official(k) for k in sorted(missing)]}")
     if unexpected:
-        problems.append(f"unexpected keys {[_ours_to_official(k) for k in unexpected]}")
-    for key in sorted(set(expected) & set(converted)):
-        if tuple(expected[key].shape) != tuple(converted[key].shape):
-            problems.append(
-                f"shape of {_ours_to_official(key)}: file {tuple(converted[key].shape)}, "
-                f"model {tuple(expected[key].shape)}"
-            )
+        problems.append(f"unexpected keys {[_ours_to_official(k) for k in sorted(unexpected)]}")
+    for key in sorted(wrong):
+        problems.append(
+            f"shape of {_ours_to_official(key)}: file {tuple(converted[key].shape)}, "
+            f"model {tuple(expected[key].shape)}"
+        )
     if problems:
         raise ValueError(f"official checkpoint, {part}: " + "; ".join(problems))
     net.load_state_dict(converted, strict=True)
