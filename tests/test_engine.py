@@ -266,9 +266,10 @@ def test_smoke_sere_trains_and_exports_the_teacher_as_a_hub_folder(tmp_path, cac
     """The shipped smoke_sere recipe, unchanged (132 steps on the embedded digits, ~25 s on 2 cores),
     then its hub folder loaded by plain timm in a fresh interpreter that never imports selfsup_zoo.
 
-    What falls at this scale: the masked-patch (MIM) term, by ~30 % (3.75 -> 2.63 over the first and
-    last 20 steps). What does not: the CLS term rises to about ln(out_dim) as the centred teacher
-    targets go uniform (the limitation stated in smoke_sere.toml), so no total-loss claim is made.
+    The total loss falls (18.9 -> 16.8, mean of the first vs last 20 steps; seeds 1 and 2: 18.4 ->
+    16.5, 18.1 -> 16.3), mostly through the masked-patch (MIM) term (3.73 -> 2.64). The CLS term
+    barely moves (6.33 -> 6.14) and the features do not beat a random init on k-NN: the limitation
+    stated in smoke_sere.toml, which also says why the recipe's centre momentum is 0.5.
     """
     out = run(reproduce_cmd("smoke_sere", "--output-dir", str(tmp_path), "--set", f'data.cache_dir="{cache}"',
                             "data.workers=0", "engine.log_every=1", "engine.progress=false"))
@@ -277,9 +278,13 @@ def test_smoke_sere_trains_and_exports_the_teacher_as_a_hub_folder(tmp_path, cac
     assert [r["step"] for r in rows] == list(range(1, 133))
     for r in rows:
         assert all(r[k] == r[k] and abs(r[k]) < 1e3 for k in ("loss", "cls", "patch", "spatial", "channel"))
-    first = sum(r["patch"] for r in rows[:20]) / 20
-    last = sum(r["patch"] for r in rows[-20:]) / 20
-    assert last < 0.85 * first, (first, last)
+    def mean(key, part):
+        return sum(r[key] for r in part) / len(part)
+
+    first, last = mean("loss", rows[:20]), mean("loss", rows[-20:])
+    assert last < 0.95 * first, ("total", first, last)
+    first, last = mean("patch", rows[:20]), mean("patch", rows[-20:])
+    assert last < 0.85 * first, ("patch", first, last)
 
     folder = tmp_path / "smoke_sere" / "export"
     assert _plain_timm_forward(folder, tmp_path) == ["VisionTransformer", "(2,", "48)"]
