@@ -598,7 +598,7 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
                 else:
                     optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                momentum = float(moms[min(step + ema_offset, total_steps)])
+                momentum = float(moms[step + ema_offset])  # moms has total_steps + 1 entries
                 method.update_teacher(momentum)
                 step += 1
                 num_replaced_total += replaced_all

@@ -9,7 +9,7 @@ knows nothing about files, processes or logging. One training iteration, as the 
     scaler.scale(terms["loss"]).backward()      # (accumulated over micro-batches when asked)
     scaler.unscale_(optimizer); clip (recipe); method.after_backward(info)
     scaler.step(optimizer); scaler.update()
-    method.update_teacher(momentum[step + 1])   # EMA teacher, momentum from the engine's schedule
+    method.update_teacher(momentum[step + k])   # EMA teacher, k = recipe ema.index_offset
 
 ``batch`` is the collated output of the method's views (see ``selfsup_zoo.training.data``), with
 every image tensor already on the device, converted from uint8 to float32 and normalised.
@@ -36,9 +36,10 @@ class StepInfo:
 class Method(nn.Module):
     """Base class of a pre-training method (CARE, SERE).
 
-    Subclasses implement every method below. ``param_groups`` returns optimizer groups as dicts with
-    ``params`` and ``weight_decay`` (a bool: whether the recipe's weight decay, and its schedule,
-    applies to that group) and optional ``name``.
+    Subclasses implement every method below except :meth:`update_teacher`, which is shared: they say
+    which tensors the EMA pairs in :meth:`ema_pairs`. ``param_groups`` returns optimizer groups as
+    dicts with ``params`` and ``weight_decay`` (a bool: whether the recipe's weight decay, and its
+    schedule, applies to that group) and optional ``name``.
     """
 
     name: str = ""
@@ -52,9 +53,26 @@ class Method(nn.Module):
     def after_backward(self, info: StepInfo) -> None:
         """Hook after gradients are unscaled and clipped, before the optimizer step."""
 
+    def ema_pairs(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """(name, teacher tensor, student tensor) for every tensor the teacher EMA updates."""
+        raise NotImplementedError
+
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
-        raise NotImplementedError
+        """t <- m * t + (1 - m) * s over :meth:`ema_pairs`, with the official operation order of
+        BYOL/CARE and DINO/iBOT, ``t.mul_(m).add_((1 - m) * s)``: two products, then the sum (a fused
+        multiply-add rounds differently, and the CARE golden case is ill-conditioned enough to show
+        last-bit differences in the teacher)."""
+        m = float(momentum)
+        if not 0.0 <= m <= 1.0:
+            raise ValueError(f"EMA momentum must be in [0, 1], got {m}")
+        pairs = self.ema_pairs()
+        if not pairs:
+            return
+        teacher = [t for _, t, _ in pairs]
+        student = [s.detach() for _, _, s in pairs]
+        torch._foreach_mul_(teacher, m)
+        torch._foreach_add_(teacher, torch._foreach_mul(student, 1.0 - m))
 
     def convert_sync_batchnorm(self) -> None:
         """Turn the BatchNorms that the official run synchronised into SyncBatchNorm (DDP only)."""

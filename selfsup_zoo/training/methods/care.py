@@ -496,20 +496,6 @@ class CareMethod(Method):
         student = dict(self.student.named_parameters())
         return [(n, t, student[n]) for n, t in self.teacher.named_parameters()]
 
-    @torch.no_grad()
-    def update_teacher(self, momentum: float) -> None:
-        """t <- m * t + (1 - m) * s over :meth:`ema_pairs`."""
-        m = float(momentum)
-        if not 0.0 <= m <= 1.0:
-            raise ValueError(f"EMA momentum must be in [0, 1], got {m}")
-        pairs = self.ema_pairs()
-        teacher = [t for _, t, _ in pairs]
-        student = [s for _, _, s in pairs]
-        # same arithmetic as the official update, t * m + s * (1 - m) (two products, then the sum): the
-        # golden case (spec §10) is ill-conditioned enough that last-bit differences in the teacher show
-        torch._foreach_mul_(teacher, m)
-        torch._foreach_add_(teacher, torch._foreach_mul(student, 1.0 - m))
-
     def convert_sync_batchnorm(self) -> None:
         """Encoder and head BNs become SyncBatchNorm, the T-stream's stay per-process (§9 #5)."""
         convert = nn.SyncBatchNorm.convert_sync_batchnorm

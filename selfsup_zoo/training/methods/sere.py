@@ -793,21 +793,13 @@ class SereMethod(Method):
             if "last_layer" in name:
                 p.grad = None
 
-    @torch.no_grad()
-    def update_teacher(self, momentum: float) -> None:
-        """theta_t <- m theta_t + (1 - m) theta_s over the parameter names both branches have.
-
-        The name intersection skips the student's ``masked_embed`` (and a student-only
-        ``last_layer2``); BN buffers are not averaged (spec §5.4 step 6, §8 #14).
-        """
+    def ema_pairs(self) -> list[tuple[str, Tensor, Tensor]]:
+        """Teacher and student parameters paired over the names both branches have (the shared
+        :meth:`Method.update_teacher` averages them). The name intersection skips the student's
+        ``masked_embed`` (and a student-only ``last_layer2``); BN buffers are not averaged (spec
+        §5.4 step 6, §8 #14)."""
         student = dict(self.student.named_parameters())
-        pairs = [(p_t, student[n]) for n, p_t in self.teacher.named_parameters() if n in student]
-        if not pairs:
-            return
-        t_params = [t for t, _ in pairs]
-        s_params = [s.detach() for _, s in pairs]
-        torch._foreach_mul_(t_params, momentum)
-        torch._foreach_add_(t_params, s_params, alpha=1.0 - momentum)
+        return [(n, t, student[n]) for n, t in self.teacher.named_parameters() if n in student]
 
     def convert_sync_batchnorm(self) -> None:
         """SyncBatchNorm for every BN of both branches: the SERE heads' (spec §2.2, §8 #4) and, with
