@@ -524,7 +524,8 @@ def _check_backbone(vit: nn.Module) -> None:
 
 def soft_cross_entropy(target_probs: Tensor, student_logits: Tensor) -> Tensor:
     """Per-row cross-entropy  sum_k -P[k] log_softmax(s)[k]  over the last axis, in float32."""
-    return torch.sum(-target_probs.float() * F.log_softmax(student_logits.float(), dim=-1), dim=-1)
+    # Negating the sum, not the targets, saves a copy of P per call with identical values.
+    return -torch.sum(target_probs.float() * F.log_softmax(student_logits.float(), dim=-1), dim=-1)
 
 
 def _fp32(device: torch.device) -> torch.autocast:
@@ -645,8 +646,10 @@ class SereMethod(Method):
         lnames = [f"l{i + 1}" for i in range(n_local)]
         with _fp32(device):
             # ---- iBOT: CLS and masked-patch losses (spec §3.2, §3.3) ----
-            t_cls_p = F.softmax((t_cls.float() - self.center) / temp, dim=-1).chunk(2)
-            t_patch_p = F.softmax((t_patch.float() - self.center2) / temp2, dim=-1).chunk(2)
+            # fp32 copies made once (no copy in fp32 runs); the centre update reuses them.
+            t_cls, t_patch = t_cls.float(), t_patch.float()
+            t_cls_p = F.softmax((t_cls - self.center) / temp, dim=-1).chunk(2)
+            t_patch_p = F.softmax((t_patch - self.center2) / temp2, dim=-1).chunk(2)
             s_cls_all = s_cls.float() / cfg.student_temp
             student_cls = list(s_cls_all.chunk(2))
             if n_local:
@@ -731,8 +734,9 @@ class SereMethod(Method):
             "patch": loss_mim.detach(),
             "spatial": loss_spatial.detach(),
             "channel": loss_channel.detach(),
-            "teacher_temp": torch.tensor(temp, device=device),
-            "teacher_patch_temp": torch.tensor(temp2, device=device),
+            # torch.full fills on the device: no host-to-device copy per step
+            "teacher_temp": torch.full((), temp, device=device),
+            "teacher_patch_temp": torch.full((), temp2, device=device),
             "acc": acc.detach(),
         }
         return terms, breakdown
@@ -744,7 +748,7 @@ class SereMethod(Method):
         Sums are all-reduced only when a process group exists (world size 1 otherwise, §8 #16).
         With ``accum_iter`` > 1 the sums of the micro-batches are pooled into one update.
         """
-        cls_sum = t_cls.float().sum(0, keepdim=True)
+        cls_sum = t_cls.float().sum(0, keepdim=True)  # no copy: the forward passes fp32 logits
         patch_sum = t_patch.float().mean(1).sum(0, keepdim=True).unsqueeze(0)
         world = 1
         if dist.is_available() and dist.is_initialized():
