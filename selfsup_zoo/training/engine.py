@@ -42,10 +42,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from selfsup_zoo._io import atomic_write
+from selfsup_zoo._io import atomic_write, atomic_write_text
 from selfsup_zoo.training import data as sdata
 from selfsup_zoo.training import dist as tdist
-from selfsup_zoo.training.methods import Method, StepInfo, build_method
+from selfsup_zoo.training.methods import StepInfo, build_method
 from selfsup_zoo.training.optim import (
     build_optimizer, clip_gradients, lr_schedule, momentum_schedule, wd_schedule,
 )
@@ -295,7 +295,8 @@ class _JsonlLog:
                         kept.append(line)
                 except json.JSONDecodeError:
                     continue  # a line cut off by the crash
-            path.write_text("".join(k + "\n" for k in kept))
+            # atomic: a crash during the rewrite must not lose the rows kept
+            atomic_write_text(path, "".join(k + "\n" for k in kept))
         elif keep_until_step is None:
             path.write_text("")
         self.f = open(path, "a", buffering=1)
@@ -359,12 +360,6 @@ def method_table(recipe: Recipe, accum: int) -> dict[str, Any]:
     if "accum_iter" in names:
         table["accum_iter"] = accum
     return table
-
-
-def _unwrap(model: nn.Module) -> Method:
-    m = getattr(model, "_orig_mod", model)  # torch.compile
-    m = getattr(m, "module", m)  # DDP
-    return m  # type: ignore[return-value]
 
 
 # ==================================================================================================
@@ -500,10 +495,13 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
         model = torch.compile(model)  # type: ignore[assignment]
 
     # ---- bookkeeping -----------------------------------------------------------------------------
+    # Fixed for the run: computed once, not at every checkpoint (git_commit runs two subprocesses).
+    recipe_json = recipe.to_json()
+    commit = git_commit()
     writer = None
     log: _JsonlLog | None = None
     if main:
-        (run_dir / "recipe.json").write_text(recipe.to_json() + "\n")
+        atomic_write_text(run_dir / "recipe.json", recipe_json + "\n")
         for stale in (run_dir / "checkpoints").glob(".*.tmp") if (run_dir / "checkpoints").is_dir() else []:
             stale.unlink()  # a save interrupted by a crash
         log = _JsonlLog(run_dir / "log.jsonl", keep_until_step=step if ckpt_path is not None else None)
@@ -534,7 +532,7 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
         path = _checkpoint_path(run_dir, at_step)
         save_checkpoint({
             "format": CHECKPOINT_FORMAT,
-            "recipe": recipe.to_json(),
+            "recipe": recipe_json,
             "step": at_step,
             "epoch": at_step // spe,
             "steps_per_epoch": spe,
@@ -546,7 +544,7 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
             "rng": rng_all,
             "num_replaced": num_replaced_total,
             "wall_time_s": wall_before + time.perf_counter() - t0,
-            "git_commit": git_commit(),
+            "git_commit": commit,
             "complete": True,
         }, path)
         for old in list_checkpoints(run_dir)[:-max(eng.keep_last, 1)]:
@@ -648,7 +646,7 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
             from selfsup_zoo.training.export import export_method
 
             folder = export_method(method, recipe, run_dir / "export", provenance=_provenance(
-                recipe, info.world_size, wall, step, total_steps))
+                recipe, commit, info.world_size, wall, step, total_steps))
             export_dir = Path(folder.path)
             logger.info("exported %s (sha256 %s)", export_dir, folder.sha256)
         summary = {"recipe": recipe.name, "step": step, "total_steps": total_steps, "steps_per_epoch": spe,
@@ -656,20 +654,22 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
                    "wall_time_s": wall, "num_replaced": num_replaced_total,
                    "last_checkpoint": str(last_ckpt) if last_ckpt else None,
                    "export_dir": str(export_dir) if export_dir else None}
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     tdist.barrier(info)
     return RunResult(run_dir, step, total_steps, spe, last_ckpt, export_dir, wall, num_replaced_total,
                      images_per_s)
 
 
-def _provenance(recipe: Recipe, world_size: int, wall: float, step: int, total: int) -> dict[str, Any]:
+def _provenance(
+    recipe: Recipe, commit: str, world_size: int, wall: float, step: int, total: int
+) -> dict[str, Any]:
     import timm
 
     return {
         "recipe": recipe.name,
         "checkpoint": recipe.checkpoint,
         "method": recipe.method.kind,
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "world_size": world_size,
         "wall_time_s": round(wall, 3),
         "steps": step,

@@ -107,9 +107,11 @@ def clip_gradients(params: Iterable[torch.nn.Parameter], clip: float, mode: str)
     ``per_param`` is iBOT/SERE's rule (``sere.md`` §5.4): each gradient tensor with norm n is scaled
     by clip/(n+1e-6) when that factor is below 1 — not a global-norm clip.
     """
+    if mode == "none" or clip <= 0:
+        return None
     with_grad = [p for p in params if p.grad is not None]
     grads = [p.grad for p in with_grad]
-    if mode == "none" or clip <= 0 or not grads:
+    if not grads:
         return None
     if mode == "global":
         return float(torch.nn.utils.clip_grad_norm_(with_grad, clip))
@@ -117,7 +119,7 @@ def clip_gradients(params: Iterable[torch.nn.Parameter], clip: float, mode: str)
         for g in grads:
             factor = clip / (g.norm(2) + 1e-6)
             # torch.where keeps this sync-free on accelerators (no .item() per tensor).
-            g.mul_(torch.where(factor < 1, factor, torch.ones_like(factor)))
+            g.mul_(torch.where(factor < 1, factor, 1.0))
         return None
     raise ValueError(f"unknown clip mode {mode!r}")
 
