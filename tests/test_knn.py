@@ -1,5 +1,6 @@
 """Weighted k-NN: hand-checked voting, and a real run on the embedded digits images."""
 import math
+import shutil
 
 import pytest
 import timm
@@ -32,14 +33,37 @@ def test_knn_on_digits_beats_chance_with_a_random_backbone(tmp_path):
     root = materialize_digits(tmp_path / "digits", size=32)
     # Random-init features of a real (small) timm ResNet already separate digits far above
     # chance (10 %): the protocol and the image pipeline work end to end.
-    model = timm.create_model("resnet10t", num_classes=0, pretrained_cfg_overlay=dict(
-        input_size=(3, 32, 32), crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
-    torch.manual_seed(0)
-    result = knn_evaluate(model, root / "train", root / "val", k=10)
+    torch.manual_seed(0)  # before the model: its random weights are what is measured
+    result = knn_evaluate(_tiny_model(), root / "train", root / "val", k=10)
     assert result["num_train"] == 1437 and result["num_val"] == 360
     assert result["feature_dim"] == 512  # resnet10t pools 512 channels
     assert 50.0 < result["top1"] <= 100.0  # 87.5 % measured; chance is 10 %
     assert result["top5"] >= result["top1"]
+
+
+def _tiny_model():
+    return timm.create_model("resnet10t", num_classes=0, pretrained_cfg_overlay=dict(
+        input_size=(3, 32, 32), crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+
+
+def test_val_folder_is_labelled_by_the_training_class_names(tmp_path):
+    """A val split lacking a class keeps the training labels: its images, also in train, are each
+    their own nearest neighbour (k=1), so top-1 is 100 %. Labelling val by its own folder order
+    would shift classes 1, 2 to 0, 1 and score 0 %."""
+    digits = materialize_digits(tmp_path / "digits", size=32) / "train"
+    for split, classes in (("train", "012"), ("val", "12")):
+        for c in classes:
+            (tmp_path / split / c).mkdir(parents=True)
+            for f in sorted((digits / c).glob("*.png"))[:4]:
+                shutil.copyfile(f, tmp_path / split / c / f.name)
+    torch.manual_seed(0)
+    result = knn_evaluate(_tiny_model(), tmp_path / "train", tmp_path / "val", k=1)
+    assert result["num_val"] == 8 and result["top1"] == 100.0
+
+    (tmp_path / "val" / "7").mkdir()
+    shutil.copyfile(next((digits / "7").glob("*.png")), tmp_path / "val" / "7" / "x.png")
+    with pytest.raises(ValueError, match=r"class folders \['7'\] have no counterpart among the training"):
+        knn_evaluate(_tiny_model(), tmp_path / "train", tmp_path / "val", k=1)
 
 
 def test_cli_runs_as_a_module_without_double_import_warning():
@@ -60,8 +84,6 @@ def test_cli_random_init_baseline_is_repeatable_and_seeded(tmp_path, capsys):
     import json
 
     from selfsup_zoo.evaluation.knn import main
-
-    import shutil
 
     full = materialize_digits(tmp_path / "digits", size=32)
     root = tmp_path / "small"  # 40 + 20 real digits: resnet10t runs at its own 176-px size

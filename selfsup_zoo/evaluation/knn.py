@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from selfsup_zoo.training.data import EvalView, ImageFolderDataset, collate_views, normalize_uint8
+from selfsup_zoo.training.data import (
+    EvalView, ImageFolderDataset, collate_views, data_cache_dir, image_folder_classes, normalize_uint8,
+    resolve_data_root,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +48,23 @@ def extract_features(
     batch_size: int = 64,
     num_workers: int = 0,
     device: str | torch.device = "cpu",
+    class_to_idx: Mapping[str, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-normalised pooled features [N, D] (float32, on CPU) and labels [N] of an image folder."""
+    """L2-normalised pooled features [N, D] (float32, on CPU) and labels [N] of an image folder.
+
+    Labels are the folder's own class indices, or ``class_to_idx[class name]`` when given (so that a
+    validation folder is labelled like the training folder even if it lacks some classes).
+    """
     dataset = ImageFolderDataset(root, EvalView(size, crop_pct, interpolation))
+    remap = None
+    if class_to_idx is not None:
+        unknown = [c for c in dataset.classes if c not in class_to_idx]
+        if unknown:
+            raise ValueError(
+                f"{root}: class folders {unknown[:5]} have no counterpart among the training classes; "
+                "k-NN can only predict classes that have training images, so give both splits the "
+                "same class folder names")
+        remap = torch.tensor([class_to_idx[c] for c in dataset.classes])
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_views)
     mean_t = torch.tensor(mean, device=device).view(-1, 1, 1)
@@ -61,7 +79,7 @@ def extract_features(
                 f"k-NN needs pooled features [B, D]; the model returned {tuple(out.shape)}. "
                 "Create it with num_classes=0 and a global pool.")
         feats.append(F.normalize(out.float(), dim=1).cpu())
-        labels.append(batch["label"])
+        labels.append(batch["label"] if remap is None else remap[batch["label"]])
     return torch.cat(feats), torch.cat(labels)
 
 
@@ -108,9 +126,11 @@ def knn_evaluate(
     common = dict(size=cfg["input_size"][-1], crop_pct=cfg["crop_pct"], mean=cfg["mean"],
                   std=cfg["std"], interpolation=cfg["interpolation"], batch_size=batch_size,
                   num_workers=num_workers, device=device)
+    train_classes = image_folder_classes(train_root)
     train_feats, train_labels = extract_features(model, train_root, **common)
-    val_feats, val_labels = extract_features(model, val_root, **common)
-    num_classes = int(max(train_labels.max(), val_labels.max())) + 1
+    val_feats, val_labels = extract_features(
+        model, val_root, **common, class_to_idx={c: i for i, c in enumerate(train_classes)})
+    num_classes = len(train_classes)
     scores = knn_predict(train_feats, train_labels, val_feats, k=k, temperature=temperature,
                          num_classes=num_classes)
     top = scores.topk(min(5, num_classes), dim=1).indices
@@ -141,15 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--random-init", action="store_true", help="do not load weights (baseline)")
     parser.add_argument("--seed", type=int, default=0,
                         help="torch seed set before the model is built (makes --random-init repeatable)")
-    parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "selfsup_zoo" / "data"),
-                        help="where embedded:... data sets are materialised")
+    parser.add_argument("--cache-dir", default="",
+                        help="where embedded:... data sets are materialised "
+                             "(default $SELFSUP_ZOO_CACHE/data or ~/.cache/selfsup_zoo/data)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from selfsup_zoo.training.data import resolve_data_root
-
-    train = resolve_data_root(args.train, args.cache_dir)
-    val = resolve_data_root(args.val, args.cache_dir)
+    cache = data_cache_dir(args.cache_dir)
+    train = resolve_data_root(args.train, cache)
+    val = resolve_data_root(args.val, cache)
     torch.manual_seed(args.seed)
     model = timm.create_model(args.model, pretrained=not args.random_init, num_classes=0)
     result = knn_evaluate(model, train, val, k=args.k, temperature=args.temperature,

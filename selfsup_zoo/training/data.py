@@ -560,13 +560,18 @@ class CorruptImageError(RuntimeError):
     """An image file could not be read or decoded (``strict=True``)."""
 
 
+def image_folder_classes(root: str | os.PathLike[str]) -> list[str]:
+    """Class names of an image folder, label order: its sorted, non-hidden sub-folders."""
+    return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def _scan_image_folder(root: Path) -> tuple[list[str], list[bytes], list[int]]:
     layout = f"expected ImageNet layout {root}/<class>/<image> with extensions {', '.join(IMAGE_EXTENSIONS)}"
     if not root.exists():
         raise FileNotFoundError(f"data root {root} does not exist ({layout})")
     if not root.is_dir():
         raise NotADirectoryError(f"data root {root} is not a directory ({layout})")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = image_folder_classes(root)
     if not classes:
         raise FileNotFoundError(f"no class folders in {root} ({layout})")
     files: list[bytes] = []
@@ -808,6 +813,18 @@ def materialize_digits(root: str | os.PathLike[str], size: int = 64, *, val_ever
         # atomic: the marker appears only once every image is on disk
         atomic_write_text(marker, json.dumps(params))
     return root
+
+
+def default_cache_dir() -> Path:
+    """The package's cache folder: $SELFSUP_ZOO_CACHE or ~/.cache/selfsup_zoo."""
+    env = os.environ.get("SELFSUP_ZOO_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "selfsup_zoo"
+
+
+def data_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where embedded data sets are materialised: ``cache_dir`` when given (a recipe's
+    ``data.cache_dir``, a CLI's ``--cache-dir``), else ``default_cache_dir() / "data"``."""
+    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir() / "data"
 
 
 def resolve_data_root(spec: str, cache_dir: str | os.PathLike[str]) -> Path:

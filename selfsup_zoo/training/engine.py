@@ -29,7 +29,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import random
 import subprocess
 import time
@@ -45,6 +44,7 @@ from torch.utils.data import DataLoader, Sampler
 from selfsup_zoo._io import atomic_write, atomic_write_text
 from selfsup_zoo.training import data as sdata
 from selfsup_zoo.training import dist as tdist
+from selfsup_zoo.training.data import default_cache_dir  # noqa: F401  (re-exported, see __all__)
 from selfsup_zoo.training.methods import StepInfo, build_method
 from selfsup_zoo.training.optim import (
     build_optimizer, clip_gradients, lr_schedule, momentum_schedule, wd_schedule,
@@ -233,12 +233,6 @@ def _seed_everything(seed: int) -> None:
 # ==================================================================================================
 # Helpers
 # ==================================================================================================
-def default_cache_dir() -> Path:
-    """Where embedded data sets are materialised: $SELFSUP_ZOO_CACHE or ~/.cache/selfsup_zoo."""
-    env = os.environ.get("SELFSUP_ZOO_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "selfsup_zoo"
-
-
 def git_commit() -> str:
     """Commit of the source tree the package runs from ("" outside a git checkout)."""
     here = Path(__file__).resolve().parent
@@ -323,8 +317,7 @@ def _build_data(recipe: Recipe, info: tdist.DistInfo) -> Any:
             f"recipe {recipe.name} has no data root: pass --data-root DIR (a folder in ImageNet "
             "layout <root>/<class>/<image>, e.g. .../imagenet/train)"
         )
-    cache = Path(d.cache_dir).expanduser() if d.cache_dir else default_cache_dir() / "data"
-    root = sdata.resolve_data_root(d.root, cache)
+    root = sdata.resolve_data_root(d.root, sdata.data_cache_dir(d.cache_dir))
     views_cls = {"care": sdata.CareViews, "sere": sdata.SereViews}[d.views]
     try:
         views = views_cls(**d.view_args)

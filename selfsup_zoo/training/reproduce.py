@@ -78,10 +78,9 @@ def _dry_run(recipe: Recipe) -> str:
     if recipe.data.root.startswith("embedded:") or (recipe.data.root and Path(recipe.data.root).is_dir() and not n):
         try:
             from selfsup_zoo.training import data as sdata
-            from selfsup_zoo.training.engine import default_cache_dir
 
-            cache = Path(recipe.data.cache_dir) if recipe.data.cache_dir else default_cache_dir() / "data"
-            n = len(sdata.ImageFolderDataset(sdata.resolve_data_root(recipe.data.root, cache), None))
+            root = sdata.resolve_data_root(recipe.data.root, sdata.data_cache_dir(recipe.data.cache_dir))
+            n = len(sdata.ImageFolderDataset(root, None))
         except (OSError, ValueError, RuntimeError) as err:
             lines.append(f"(could not count images: {err})")
     if n:
