@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import re
 import sys
@@ -127,16 +126,16 @@ class _ModelFacts:
     feature_info: tuple[tuple[int, int], ...]  # (channels, reduction) per feature level
 
 
-@functools.lru_cache(maxsize=None)
-def _model_facts_cached(timm_arch: str, args_json: str) -> _ModelFacts:
-    import timm
-    import torch
+def _model_facts(timm_arch: str, model_args: Mapping[str, Any] | None,
+                 num_classes: int | None) -> _ModelFacts | None:
+    from .hub import meta_model  # late: keeps this module's import light
 
-    args = json.loads(args_json)  # a JSON key: model_args may hold lists (e.g. ResNet layers)
-
-    # The meta device allocates nothing: counting ViT-B's parameters this way takes milliseconds.
-    with torch.device("meta"):
-        model = timm.create_model(timm_arch, pretrained=False, **args)
+    try:
+        # The meta device allocates nothing: counting ViT-B's parameters this way takes milliseconds.
+        model = meta_model(timm_arch, num_classes, model_args)
+    except Exception as err:  # a smoke run may name an architecture timm cannot build here
+        _logger.warning("could not build %s to describe it: %s", timm_arch, err)
+        return None
     info = tuple(
         (int(f["num_chs"]), int(f["reduction"])) for f in getattr(model, "feature_info", []))
     return _ModelFacts(
@@ -144,18 +143,6 @@ def _model_facts_cached(timm_arch: str, args_json: str) -> _ModelFacts:
         num_features=int(model.num_features),
         feature_info=info,
     )
-
-
-def _model_facts(timm_arch: str, model_args: Mapping[str, Any] | None,
-                 num_classes: int | None) -> _ModelFacts | None:
-    args = dict(model_args or {})
-    if num_classes is not None:
-        args["num_classes"] = num_classes
-    try:
-        return _model_facts_cached(timm_arch, json.dumps(args, sort_keys=True))
-    except Exception as err:  # a smoke run may name an architecture timm cannot build here
-        _logger.warning("could not build %s to describe it: %s", timm_arch, err)
-        return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -574,7 +561,7 @@ def _citation(method: str) -> list[str]:
 
 def render_model_card(entry: CatalogEntry | None, *, sha256: str | None,
                       provenance: dict | None = None, architecture: str | None = None,
-                      model_args: dict | None = None) -> str:
+                      model_args: dict | None = None, num_classes: int | None = None) -> str:
     """Render the Hugging Face model card (``README.md``) of one checkpoint.
 
     Args:
@@ -586,11 +573,13 @@ def render_model_card(entry: CatalogEntry | None, *, sha256: str | None,
             rendered as a table in insertion order.
         architecture: timm architecture of the weights; needed when ``entry`` is None.
         model_args: timm kwargs of ``architecture`` (only with ``entry`` None).
+        num_classes: classifier size of the weights (only with ``entry`` None; None = timm's
+            default or ``model_args``'), so that the parameter count is the weights' own.
     """
     if entry is None:
         if not architecture:
             raise ValueError("render_model_card needs `architecture` when `entry` is None")
-        return _render_generic_card(architecture, model_args or {}, sha256, provenance)
+        return _render_generic_card(architecture, model_args or {}, num_classes, sha256, provenance)
     facts = _model_facts(entry.timm_arch, entry.model_args, entry.num_classes)
     published = sha256 is not None
     parts = [
@@ -607,10 +596,10 @@ def render_model_card(entry: CatalogEntry | None, *, sha256: str | None,
     return "\n".join(parts).rstrip("\n") + "\n"
 
 
-def _render_generic_card(architecture: str, model_args: Mapping[str, Any], sha256: str | None,
-                         provenance: Mapping[str, Any] | None) -> str:
+def _render_generic_card(architecture: str, model_args: Mapping[str, Any], num_classes: int | None,
+                         sha256: str | None, provenance: Mapping[str, Any] | None) -> str:
     method = str((provenance or {}).get("method", "")).lower()
-    facts = _model_facts(architecture, model_args, None)
+    facts = _model_facts(architecture, model_args, num_classes)
     meta = {
         "library_name": "timm",
         # Weights of a local run carry no licence of their own; "other" makes that explicit.

@@ -47,7 +47,8 @@ __all__ = [
     "ArchitectureMismatchError", "UnsafeCheckpointError", "ConversionError",
     "InvalidHubFolderError", "ResolvedWeights", "HubFolder", "weights_dir", "installed_path",
     "file_sha256", "read_safetensors_header", "resolve_weights", "resolve_cfg_weights",
-    "check_state_dict", "compare_keys", "expected_shapes", "write_hub_folder", "install_hub_folder",
+    "check_state_dict", "compare_keys", "expected_shapes", "meta_model", "write_hub_folder",
+    "install_hub_folder",
 ]
 
 
@@ -386,23 +387,33 @@ def resolve_cfg_weights(
 
 
 @lru_cache(maxsize=None)
-def _expected_shapes_cached(
-    timm_arch: str, num_classes: int, model_args: tuple[tuple[str, Any], ...]
-) -> Mapping[str, tuple[int, ...]]:
+def _meta_model_cached(timm_arch: str, args_json: str) -> torch.nn.Module:
     import timm
 
-    # On the meta device: shapes only, no memory and no initialisation cost (ViT-B, R152).
+    # On the meta device: shapes only, no memory and no initialisation cost (ViT-B, R152). A JSON
+    # key, because model_args may hold lists (e.g. ResNet layers), which a tuple key cannot hash.
     with torch.device("meta"):
-        model = timm.create_model(timm_arch, num_classes=num_classes, **dict(model_args))
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        return timm.create_model(timm_arch, **json.loads(args_json))
+
+
+def meta_model(
+    timm_arch: str, num_classes: int | None = None, model_args: Mapping[str, Any] | None = None
+) -> torch.nn.Module:
+    """``timm.create_model(timm_arch, num_classes=..., **model_args)`` on the meta device, cached
+    and shared: for reading structure (keys, shapes, parameter count, ``num_features``), never for
+    computing or modifying. ``num_classes=None`` keeps timm's default head."""
+    args = dict(model_args or {})
+    if num_classes is not None:
+        args["num_classes"] = int(num_classes)
+    return _meta_model_cached(timm_arch, json.dumps(_jsonable(args), sort_keys=True))
 
 
 def expected_shapes(
     timm_arch: str, num_classes: int = 0, model_args: Mapping[str, Any] | None = None
 ) -> Mapping[str, tuple[int, ...]]:
     """Keys and shapes of ``timm.create_model(timm_arch, num_classes=..., **model_args)``."""
-    return _expected_shapes_cached(
-        timm_arch, int(num_classes), tuple(sorted((model_args or {}).items())))
+    model = meta_model(timm_arch, num_classes, model_args)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def _listing(keys: list[str], limit: int = 8) -> str:
@@ -563,12 +574,10 @@ def write_hub_folder(
     ``architecture`` is timm's own architecture (``resnet50``, ``vit_small_patch16_224``; a zoo
     name such as ``care_resnet50`` is translated). With ``checkpoint`` (a catalog name) the
     pretrained cfg comes from the catalog and the zoo tag is recorded; ``pretrained_cfg`` entries
-    override it. The state dict is checked by a strict load into
-    ``timm.create_model(architecture, num_classes=<cfg num_classes>, **model_args)`` before
-    anything is written, so a returned folder always loads with
-    ``timm.create_model('local-dir:<folder>', pretrained=True)``.
+    override it. Before anything is written, the state dict is checked key for key and shape for
+    shape against ``timm.create_model(architecture, num_classes=<cfg num_classes>, **model_args)``,
+    so that the folder loads with ``timm.create_model('local-dir:<folder>', pretrained=True)``.
     """
-    import timm
     from timm.models import PretrainedCfg
 
     entry = catalog.get_entry(checkpoint) if checkpoint else None
@@ -592,11 +601,9 @@ def write_hub_folder(
         raise ValueError(f"pretrained_cfg has a field timm does not know: {e}") from None
 
     tensors = _plain_tensors(state_dict)
-    model = timm.create_model(arch, num_classes=num_classes, **args)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    check_state_dict(tensors, expected, what="The state dict",
+    model = meta_model(arch, num_classes, args)
+    check_state_dict(tensors, expected_shapes(arch, num_classes, args), what="The state dict",
                      target=f"timm {arch} (num_classes={num_classes}, model_args={args})")
-    model.load_state_dict(tensors, strict=True)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -630,10 +637,10 @@ def write_hub_folder(
     except TypeError as e:
         raise ValueError(f"provenance and model_args must be JSON-serialisable: {e}") from None
     atomic_write_text(out / "config.json", text + "\n")
-    from .cards import render_model_card  # imported late: cards imports this module's names
+    from .cards import render_model_card  # late: keeps yaml off the `import selfsup_zoo` path
 
     card = render_model_card(entry, sha256=sha256, provenance=provenance, architecture=arch,
-                             model_args=args)
+                             model_args=args, num_classes=num_classes)
     atomic_write_text(out / "README.md", card)
     _logger.info("Wrote hub folder %s (%s, sha256 %s)", out, arch, sha256)
     return HubFolder(path=out, weights_path=weights_path, sha256=sha256)

@@ -147,6 +147,20 @@ def test_generic_card_for_weights_outside_the_catalog():
         cards.render_model_card(None, sha256=None)
 
 
+def test_generic_card_counts_the_parameters_of_the_weights_it_describes(tmp_path):
+    """A folder of headless resnet18 weights (num_classes=0, not a model_args entry) is described
+    with the 11,176,512 parameters it holds, not timm's default 1000-class model (11,689,512)."""
+    import timm
+
+    from selfsup_zoo.hub import write_hub_folder
+
+    weights = timm.create_model("resnet18", num_classes=0).state_dict()
+    assert sum(v.numel() for k, v in weights.items() if "running" not in k and "num_batches" not in k) == 11_176_512
+    folder = write_hub_folder(tmp_path / "r18", weights, architecture="resnet18", provenance={"method": "care"})
+    text = (folder.path / "README.md").read_text()
+    assert "11,176,512" in text and "11,689,512" not in text
+
+
 def test_readme_table_has_one_row_per_checkpoint_between_the_markers():
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index(cards.TABLE_START):readme.index(cards.TABLE_END)]

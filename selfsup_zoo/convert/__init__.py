@@ -21,7 +21,7 @@ import torch
 from .. import catalog
 from ..hub import (
     ArchitectureMismatchError, ConversionError, HubFolder, UnsafeCheckpointError,
-    check_state_dict, expected_shapes, install_hub_folder, write_hub_folder,
+    check_state_dict, compare_keys, expected_shapes, install_hub_folder, write_hub_folder,
 )
 
 _logger = logging.getLogger(__name__)
@@ -107,8 +107,7 @@ def match_architecture(
     scored = []
     for arch in archs:
         expected = expected_shapes(catalog.default_entry(arch).timm_arch, num_classes)
-        bad = sum(k not in expected or tuple(v.shape) != expected[k] for k, v in state_dict.items())
-        bad += sum(k not in state_dict for k in expected)
+        bad = sum(map(len, compare_keys(state_dict, expected)))  # missing + unexpected + wrong shape
         if bad == 0:
             return arch
         scored.append((bad, arch))

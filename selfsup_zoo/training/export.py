@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from selfsup_zoo.training.recipe import Recipe
@@ -49,12 +48,6 @@ def resolve_architecture(recipe: Recipe, backbone: nn.Module) -> tuple[str, dict
     raise ValueError(f"cannot tell which timm architecture recipe {recipe.name} trains: set export.architecture")
 
 
-def _state_dict_for_export(backbone: nn.Module) -> dict[str, torch.Tensor]:
-    # Contiguous, CPU, detached copies: safetensors refuses shared or strided storage, and the
-    # channels_last layout of a trained ResNet must not leak into the file.
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in backbone.state_dict().items()}
-
-
 def export_method(method: Any, recipe: Recipe, out_dir: str | Path, *, provenance: dict[str, Any]) -> Any:
     """Write ``method.export_backbone()`` as a hub folder; returns the ``HubFolder``."""
     from selfsup_zoo.hub import write_hub_folder
@@ -63,7 +56,7 @@ def export_method(method: Any, recipe: Recipe, out_dir: str | Path, *, provenanc
     arch, model_args = resolve_architecture(recipe, backbone)
     return write_hub_folder(
         out_dir,
-        _state_dict_for_export(backbone),
+        backbone.state_dict(),  # write_hub_folder makes CPU, contiguous (not channels_last) copies
         architecture=arch,
         model_args=model_args or None,
         pretrained_cfg=None if recipe.checkpoint else data_cfg(recipe),
