@@ -581,13 +581,14 @@ def _scan_image_folder(root: Path) -> tuple[list[str], list[bytes], list[int]]:
         # Recursive and sorted like torchvision's ImageFolder, so indices are stable across runs.
         for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rel = os.path.relpath(dirpath, root)  # once per folder, not per file (ImageNet: 1.28M)
             for fname in sorted(filenames):
                 if fname.startswith("."):
                     continue
                 if not fname.lower().endswith(IMAGE_EXTENSIONS):
                     skipped += 1
                     continue
-                files.append(os.fsencode(os.path.relpath(os.path.join(dirpath, fname), root)))
+                files.append(os.fsencode(os.path.join(rel, fname)))
                 targets.append(label)
     if not files:
         raise FileNotFoundError(f"no image files under the {len(classes)} class folders of {root} ({layout})")
