@@ -222,14 +222,17 @@ class _Photometric:
         if self.kernel % 2 != 1:
             raise ValueError(f"blur kernel size must be odd, got {self.kernel}")
 
+    # Each op skips its transform object entirely at p == 0, so that a disabled op does not even
+    # consume torch draws (keeps test configurations with photometrics off exact).
+    def colour_jitter(self, img: torch.Tensor) -> torch.Tensor:
+        return self.jitter(img) if self.jitter_p > 0 else img
+
+    def grayscale(self, img: torch.Tensor) -> torch.Tensor:
+        return self.gray(img) if self.grayscale_p > 0 else img
+
     def colour(self, img: torch.Tensor) -> torch.Tensor:
-        # Skip the transform objects entirely at p == 0 so that a disabled op does not even
-        # consume torch draws (keeps test configurations with photometrics off exact).
-        if self.jitter_p > 0:
-            img = self.jitter(img)
-        if self.grayscale_p > 0:
-            img = self.gray(img)
-        return img
+        """Jitter then grayscale (the DINO/iBOT order; CARE puts the blur in between)."""
+        return self.grayscale(self.colour_jitter(img))
 
     def blur(self, img: torch.Tensor, rng: random.Random) -> torch.Tensor:
         if self.blur_p > 0 and rng.random() < self.blur_p:
@@ -309,9 +312,9 @@ class CareViews:
         out = TF.resized_crop(
             img, y0, x0, h, w, [self.size, self.size], interpolation=self.interpolation, antialias=True
         )
-        out = photo.colour(out)
-        out = photo.blur(out, rng)
-        # Flip after the colour ops as in CARE's code (they commute, same distribution as BYOL).
+        # CARE's order (care.md §4.1): jitter -> blur -> grayscale -> flip -> solarize. The flip
+        # after the colour ops differs from BYOL's order only in rounding (the ops commute).
+        out = photo.grayscale(photo.blur(photo.colour_jitter(out), rng))
         if rng.random() < self.flip_p:
             out = TF.horizontal_flip(out)
         return photo.solarize(out, rng).contiguous()
