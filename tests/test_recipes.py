@@ -166,3 +166,16 @@ def test_care_recipes_carry_every_official_method_argument():
     assert m["tstream_layers"] == 5 and m["tstream_heads"] == 4 and m["tstream_dim_head"] == 128
     assert m["tstream_dim_out"] == 2048 and m["hidden_dim"] == 4096 and m["out_dim"] == 256
     assert m["sync_tstream_bn"] is False
+
+
+def test_export_data_cfg_reads_size_and_resampling_from_the_views():
+    """A non-catalog export describes the input the run trained on, defaults of the views class
+    included (CareViews bilinear, SereViews bicubic) and overrides honoured."""
+    from selfsup_zoo.training.export import data_cfg
+
+    care = data_cfg(load_recipe("smoke_care"))
+    assert care["input_size"] == (3, 32, 32) and care["interpolation"] == "bilinear"
+    sere = data_cfg(load_recipe("smoke_sere"))
+    assert sere["input_size"] == (3, 32, 32) and sere["interpolation"] == "bicubic"
+    assert data_cfg(load_recipe("smoke_care", ['data.view_args.interpolation="bicubic"']))["interpolation"] == "bicubic"
+    assert data_cfg(load_recipe("sere_vit_small.in1k_ep100"))["input_size"] == (3, 224, 224)

@@ -50,7 +50,7 @@ import math
 import os
 import random
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -74,9 +74,11 @@ __all__ = [
     "EvalView",
     "ImageFolderDataset",
     "SereViews",
+    "VIEWS",
     "ViewTransform",
     "block_mask",
     "blur_kernel_size",
+    "build_views",
     "collate_views",
     "materialize_digits",
     "random_mask",
@@ -319,6 +321,11 @@ class CareViews:
             out = TF.horizontal_flip(out)
         return photo.solarize(out, rng).contiguous()
 
+    @property
+    def output_size(self) -> int:
+        """Side of the (square) views the backbone trains on."""
+        return self.size
+
     def __call__(self, img: torch.Tensor, rng: random.Random, epoch: int = 0) -> dict[str, Any]:
         return {"x1": self._view(img, rng, self.views[0]), "x2": self._view(img, rng, self.views[1])}
 
@@ -494,6 +501,11 @@ class SereViews:
         out = photo.solarize(out, rng)
         return out, [float(x0), float(y0), float(w), float(h), float(flip)]
 
+    @property
+    def output_size(self) -> int:
+        """Side of the global crops (the resolution the exported teacher learnt)."""
+        return self.global_size
+
     def mask_ratio(self, rng: random.Random, epoch: int) -> float:
         """The masking ratio of one global crop (0 before ``pred_start_epoch``)."""
         if epoch < self.pred_start_epoch:
@@ -525,6 +537,19 @@ class SereViews:
             "global_boxes": torch.tensor(gboxes, dtype=torch.float64),
             "local_boxes": torch.tensor(lboxes, dtype=torch.float64).reshape(self.local_crops, 5),
         }
+
+
+#: The views classes a recipe's ``data.views`` names.
+VIEWS: dict[str, type] = {"care": CareViews, "sere": SereViews}
+
+
+def build_views(name: str, view_args: Mapping[str, Any]) -> CareViews | SereViews:
+    """The views object of a recipe's ``data.views`` / ``data.view_args``."""
+    cls = VIEWS[name]
+    try:
+        return cls(**view_args)
+    except TypeError as err:
+        raise ValueError(f"data.view_args do not fit {cls.__name__}: {err}") from err
 
 
 # --------------------------------------------------------------------------------------------

@@ -318,11 +318,7 @@ def _build_data(recipe: Recipe, info: tdist.DistInfo) -> Any:
             "layout <root>/<class>/<image>, e.g. .../imagenet/train)"
         )
     root = sdata.resolve_data_root(d.root, sdata.data_cache_dir(d.cache_dir))
-    views_cls = {"care": sdata.CareViews, "sere": sdata.SereViews}[d.views]
-    try:
-        views = views_cls(**d.view_args)
-    except TypeError as err:
-        raise ValueError(f"data.view_args do not fit {views_cls.__name__}: {err}") from err
+    views = sdata.build_views(d.views, d.view_args)
     dataset = sdata.ImageFolderDataset(root, views, seed=recipe.engine.seed, strict=d.strict)
     if d.expected_images and len(dataset) != d.expected_images and info.is_main:
         logger.warning("data root %s holds %d images; the official run used %d (iterations per epoch "

@@ -69,14 +69,15 @@ def data_cfg(recipe: Recipe) -> dict[str, Any]:
     """Input size, interpolation and normalisation the run trained with, for a checkpoint that is
     not in the catalog (smoke runs at 32 px on digits): timm's data config then evaluates it at the
     resolution it learnt, not at the architecture's default 224 px."""
-    views = recipe.data.view_args
-    size = int(views.get("size") or views.get("global_size") or 224)
-    # The views' own default resampling (CareViews: bilinear, SereViews: bicubic) unless overridden.
-    default_interpolation = {"care": "bilinear", "sere": "bicubic"}.get(recipe.data.views, "bicubic")
+    from selfsup_zoo.training.data import build_views
+
+    # The views object itself says its size and resampling (defaults included).
+    views = build_views(recipe.data.views, recipe.data.view_args)
+    size = views.output_size
     return {
         "input_size": (3, size, size), "mean": tuple(recipe.data.mean),
         "std": tuple(recipe.data.std), "crop_pct": 0.875,
-        "interpolation": str(views.get("interpolation", default_interpolation)),
+        "interpolation": views.interpolation.value,
     }
 
 
