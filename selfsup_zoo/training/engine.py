@@ -406,10 +406,7 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
         run_dir.mkdir(parents=True, exist_ok=True)
     tdist.barrier(info)
     dataset, collate = _build_data(recipe, info)
-    micro = eng.per_device_batch or eng.global_batch // info.world_size
-    if eng.global_batch % (info.world_size * micro):
-        raise ValueError(f"global batch {eng.global_batch} cannot be split over {info.world_size} "
-                         f"processes x per-device batch {micro}")
+    micro, _ = eng.batch_layout(info.world_size)
     sampler = StepSampler(len(dataset), eng.global_batch, micro, info.world_size, info.rank, eng.seed)
     accum, spe = sampler.accum, sampler.steps_per_epoch
     if spe == 0:

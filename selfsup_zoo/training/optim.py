@@ -24,6 +24,8 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from selfsup_zoo.training.recipe import linear_scaled_lr
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -83,7 +85,7 @@ def momentum_schedule(base: float, total_steps: int) -> np.ndarray:
 
 def lr_schedule(optim_cfg: Any, global_batch: int, total_steps: int, steps_per_epoch: int) -> np.ndarray:
     """The lr array for a recipe's ``optim`` table (peak = base_lr · global_batch / 256)."""
-    peak = optim_cfg.base_lr * global_batch / 256.0
+    peak = linear_scaled_lr(optim_cfg.base_lr, global_batch)
     warmup = int(round(optim_cfg.warmup_epochs * steps_per_epoch))
     if optim_cfg.lr_schedule == "warmcos":
         return warmcos_schedule(peak, total_steps, warmup, optim_cfg.warmup_start_lr, optim_cfg.min_lr)

@@ -87,6 +87,20 @@ class EngineConfig:
     progress: bool = True
     export_at_end: bool = True
 
+    def batch_layout(self, world_size: int) -> tuple[int, int]:
+        """(per-device micro-batch, accumulation steps) of the global batch on ``world_size``
+        processes; a ValueError when it does not split evenly."""
+        micro = self.per_device_batch or self.global_batch // world_size
+        if micro <= 0 or self.global_batch % (world_size * micro):
+            raise ValueError(f"global batch {self.global_batch} cannot be split over {world_size} "
+                             f"processes x per-device batch {micro}")
+        return micro, self.global_batch // (world_size * micro)
+
+
+def linear_scaled_lr(base_lr: float, global_batch: int) -> float:
+    """The peak learning rate: ``base_lr`` is per 256 images (the linear scaling rule)."""
+    return base_lr * global_batch / 256.0
+
 
 @dataclass
 class OptimConfig:
@@ -155,7 +169,7 @@ class Recipe:
         return recipe_from_dict(json.loads(text))
 
     def peak_lr(self) -> float:
-        return self.optim.base_lr * self.engine.global_batch / 256.0
+        return linear_scaled_lr(self.optim.base_lr, self.engine.global_batch)
 
 
 # --------------------------------------------------------------------------------------------------

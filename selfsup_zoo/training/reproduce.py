@@ -61,12 +61,12 @@ def _toml_string(text: str) -> str:
 def _dry_run(recipe: Recipe) -> str:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     eng = recipe.engine
-    micro = eng.per_device_batch or eng.global_batch // world
     lines = [recipe.to_json(), ""]
-    if eng.global_batch % (world * micro):
-        lines.append(f"ERROR: global batch {eng.global_batch} cannot be split over {world} processes x {micro}")
+    try:
+        micro, accum = eng.batch_layout(world)
+    except ValueError as err:
+        lines.append(f"ERROR: {err}")
         return "\n".join(lines)
-    accum = eng.global_batch // (world * micro)
     lines += [
         f"world size            {world}",
         f"per-device batch      {micro}",
