@@ -235,6 +235,13 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     raise RecipeError(f"{where}: unsupported field type {tp}")
 
 
+def unknown_key_error(what: str, key: str, valid: typing.Sequence[str], valid_label: str) -> RecipeError:
+    """``unknown <what> (did you mean '<closest>'?); <valid_label>: <valid, ...>``."""
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return RecipeError(f"unknown {what}{hint}; {valid_label}: {', '.join(valid)}")
+
+
 def _build(cls: type, table: dict[str, Any], where: str) -> Any:
     if not isinstance(table, dict):
         raise RecipeError(f"[{where}] must be a table, got {table!r}")
@@ -243,11 +250,7 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
     kwargs = {}
     for key, value in table.items():
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise RecipeError(
-                f"unknown key '{where}.{key}'{hint}; valid keys in [{where}]: {', '.join(names)}"
-            )
+            raise unknown_key_error(f"key '{where}.{key}'", key, names, f"valid keys in [{where}]")
         full = f"{where}.{key}"
         v = _check_type(value, hints[key], full)
         if full in _CHOICES and v not in _CHOICES[full]:
@@ -265,9 +268,7 @@ def recipe_from_dict(d: dict[str, Any], default_name: str = "") -> Recipe:
     """Build and validate a recipe from a TOML/JSON table."""
     for key in d:
         if key not in _TOP:
-            close = difflib.get_close_matches(key, _TOP, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise RecipeError(f"unknown top-level key '{key}'{hint}; valid: {', '.join(_TOP)}")
+            raise unknown_key_error(f"top-level key '{key}'", key, _TOP, "valid")
     if "method" not in d or not isinstance(d["method"], dict) or "kind" not in d["method"]:
         raise RecipeError("a recipe needs a [method] table with kind = \"care\" or \"sere\"")
     method_table = dict(d["method"])

@@ -3,7 +3,6 @@ without the (heavier) method modules, and a recipe naming one method never impor
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 from typing import Any
 
@@ -51,11 +50,9 @@ def validate_method_config(kind: str, table: dict[str, Any]) -> None:
     names = [f.name for f in dataclasses.fields(cfg_cls)]
     for key in table:
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            from selfsup_zoo.training.recipe import RecipeError
+            from selfsup_zoo.training.recipe import unknown_key_error
 
-            raise RecipeError(f"unknown key 'method.{key}'{hint}; valid keys for {kind}: {', '.join(names)}")
+            raise unknown_key_error(f"key 'method.{key}'", key, names, f"valid keys for {kind}")
 
 
 def build_config(kind: str, table: dict[str, Any]) -> Any:
