@@ -64,6 +64,6 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Modul
     if arch not in known_archs:
         raise UnknownNameError(unknown_name_message(name, known_archs + list(CATALOG),
                                                     "model"))
-    if tag and name not in CATALOG:
-        raise UnknownNameError(unknown_name_message(name, list(CATALOG)))
+    if tag:
+        get_entry(name)  # an unknown tag: the catalog's error, with close names
     return timm.create_model(name, pretrained=pretrained, **kwargs)

@@ -154,14 +154,15 @@ def hub_folder(entry: CatalogEntry) -> str:
     return f"hub/{entry.name}"
 
 
-def convert_command(entry: CatalogEntry) -> str | None:
-    """Command that converts the official release into the hub folder, or None if none exists."""
+def convert_command(entry: CatalogEntry, out_dir: str | None = None) -> str | None:
+    """Command that converts the official release into a hub folder (``out_dir``, default the
+    checkpoint's ``hub/<name>``), or None if no release exists."""
     if entry.upstream != catalog.OFFICIAL:
         return None
     # --install also copies the folder into the local weights directory, where
     # ``timm.create_model(<name>, pretrained=True)`` looks before the Hub.
-    return (f"python -m selfsup_zoo.convert {entry.method} <downloaded file> {hub_folder(entry)} "
-            f"--checkpoint {entry.name} --install")
+    return (f"python -m selfsup_zoo.convert {entry.method} <downloaded file> "
+            f"{out_dir or hub_folder(entry)} --checkpoint {entry.name} --install")
 
 
 def regenerate_command(entry: CatalogEntry) -> str | None:

@@ -237,12 +237,13 @@ def _not_published(entry: CatalogEntry) -> WeightsNotPublishedError:
         f"{installed_path(entry.name)}.",
         "What to do:",
     ]
-    if entry.upstream == catalog.OFFICIAL:
+    from .cards import convert_command  # late: only this path needs the cards module
+
+    command = convert_command(entry, out_dir="<out_dir>")
+    if command:
         lines.append(
             f"  - the authors released it: {entry.upstream_detail} Download that file and "
-            "convert it into the local weights directory:\n"
-            f"      python -m selfsup_zoo.convert {entry.method} <downloaded file> <out_dir> "
-            f"--checkpoint {entry.name} --install"
+            f"convert it into the local weights directory:\n      {command}"
         )
     if entry.recipe:
         lines.append(
@@ -637,7 +638,7 @@ def write_hub_folder(
     except TypeError as e:
         raise ValueError(f"provenance and model_args must be JSON-serialisable: {e}") from None
     atomic_write_text(out / "config.json", text + "\n")
-    from .cards import render_model_card  # late: keeps yaml off the `import selfsup_zoo` path
+    from .cards import render_model_card  # late: only this path needs the cards module
 
     card = render_model_card(entry, sha256=sha256, provenance=provenance, architecture=arch,
                              model_args=args, num_classes=num_classes)
