@@ -15,8 +15,14 @@ import torch
 from ..hub import ConversionError
 from . import Conversion, match_architecture, resolve_checkpoint_name, strip_prefix
 
-# Training-only parts inside the official backbone (SERE relation heads and their BN buffers).
+# Training-only parts inside the official backbone (SERE relation heads and their BN buffers; the
+# prefixes also cover the `_local` heads).
 _SERE_HEADS = ("channel_sere", "pixel_sere")
+
+
+def _training_only(key: str) -> bool:
+    """SERE relation heads, the student's mask token and the iBOT projection head."""
+    return key.startswith(_SERE_HEADS) or key == "masked_embed" or key.startswith("head.")
 
 
 def convert_sere(
@@ -60,16 +66,11 @@ def convert_sere(
             "self-supervised SERE backbone. Convert the pre-training checkpoint or the released "
             "'backbone' file instead."
         )
-    ibot_head = [k for k in state if k.startswith("head.")]
     student_hint = "masked_embed" in state
-    dropped = sorted({k.split(".")[0] for k in state
-                      if k.startswith(_SERE_HEADS) or k == "masked_embed"} |
-                     ({"head (iBOT projection head)"} if ibot_head else set()))
-    state = {
-        k: v for k, v in state.items()
-        if not (k.startswith(_SERE_HEADS) or k == "masked_embed" or k.startswith("head.")
-                or k.endswith("num_batches_tracked"))
-    }
+    dropped = sorted({"head (iBOT projection head)" if k.startswith("head.") else k.split(".")[0]
+                      for k in state if _training_only(k)})
+    # A timm ViT has no BatchNorm: every BN buffer sat in a head dropped here.
+    state = {k: v for k, v in state.items() if not _training_only(k)}
     if dropped:
         notes.append(f"dropped training-only parts: {', '.join(dropped)}")
     if picked is None:
