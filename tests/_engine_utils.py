@@ -64,10 +64,6 @@ def run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
 
 
-def load_state(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def tensors_equal(a: object, b: object, path: str = "") -> list[str]:
     """Paths where two nested checkpoint structures differ (tensors compared with torch.equal)."""
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):

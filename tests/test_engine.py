@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from selfsup_zoo.hub import file_sha256
 from selfsup_zoo.training.engine import (
     CheckpointError, NonFiniteLossError, StepSampler, find_latest_checkpoint, list_checkpoints,
     load_checkpoint, train,
@@ -22,7 +23,7 @@ from selfsup_zoo.training.engine import (
 from selfsup_zoo.training.recipe import load_recipe
 
 from _engine_utils import (
-    ROOT, TINY_SERE, digits_folder, load_state, reproduce_cmd, run, subprocess_env, tensors_equal,
+    ROOT, TINY_SERE, digits_folder, reproduce_cmd, run, subprocess_env, tensors_equal,
 )
 
 
@@ -129,8 +130,8 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, images, cache)
 
     resumed = run(reproduce_cmd("smoke_sere", "--output-dir", str(out), "--resume", "auto", *common))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a = load_state(tmp_path / "ref" / "smoke_sere" / "checkpoints" / "step_000000012.pt")
-    b = load_state(out / "smoke_sere" / "checkpoints" / "step_000000012.pt")
+    a = load_checkpoint(tmp_path / "ref" / "smoke_sere" / "checkpoints" / "step_000000012.pt")
+    b = load_checkpoint(out / "smoke_sere" / "checkpoints" / "step_000000012.pt")
     for key in ("method", "optimizer", "rng", "step"):
         assert tensors_equal(a[key], b[key], key) == []
     rows_a = (tmp_path / "ref" / "smoke_sere" / "log.jsonl").read_text().splitlines()
@@ -208,8 +209,8 @@ def test_two_gloo_processes_match_one_process(tmp_path, images, cache, recipe):
     for r1, r2 in zip(rows1, rows2):
         for key in keys:
             assert r2[key] == pytest.approx(r1[key], rel=1e-4), (r1["step"], key)
-    s1 = load_state(tmp_path / "one" / recipe / "checkpoints" / f"step_{steps:09d}.pt")
-    s2 = load_state(tmp_path / "two" / recipe / "checkpoints" / f"step_{steps:09d}.pt")
+    s1 = load_checkpoint(tmp_path / "one" / recipe / "checkpoints" / f"step_{steps:09d}.pt")
+    s2 = load_checkpoint(tmp_path / "two" / recipe / "checkpoints" / f"step_{steps:09d}.pt")
     assert s2["world_size"] == 2
     # Weights and buffers: |a - b| <= 1e-5 + 1e-4 |a| per element (BN running variances are O(100)).
     worst, worst_key = 0.0, ""
@@ -239,7 +240,7 @@ def test_smoke_care_exports_a_hub_folder_that_plain_timm_loads(tmp_path, images,
     again = run([sys.executable, "-m", "selfsup_zoo.training.export", str(tmp_path / "smoke_care"),
                  str(tmp_path / "again")])
     assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads(again.stdout)["sha256"] == _sha256(folder / "model.safetensors")
+    assert json.loads(again.stdout)["sha256"] == file_sha256(folder / "model.safetensors")
 
 
 def _plain_timm_forward(folder: Path, cwd: Path) -> list[str]:
@@ -254,12 +255,6 @@ def _plain_timm_forward(folder: Path, cwd: Path) -> list[str]:
     loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120, cwd=cwd)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     return loaded.stdout.split()
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_smoke_sere_trains_and_exports_the_teacher_as_a_hub_folder(tmp_path, cache):
@@ -292,7 +287,7 @@ def test_smoke_sere_trains_and_exports_the_teacher_as_a_hub_folder(tmp_path, cac
     from safetensors.torch import load_file
 
     weights = load_file(str(folder / "model.safetensors"))
-    state = load_state(list_checkpoints(tmp_path / "smoke_sere")[-1])
+    state = load_checkpoint(list_checkpoints(tmp_path / "smoke_sere")[-1])
     teacher = {k[len("teacher.backbone."):]: v for k, v in state["method"].items()
                if k.startswith("teacher.backbone.")}
     assert weights.keys() == teacher.keys() and all(torch.equal(weights[k], teacher[k]) for k in weights)
