@@ -16,6 +16,8 @@ every image tensor already on the device, converted from uint8 to float32 and no
 """
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,21 @@ class StepInfo:
     epoch: int
     steps_per_epoch: int
     total_steps: int
+
+
+class ConfigDict:
+    """JSON round trip for a method's config dataclass (``[method]`` of a recipe, the ``args`` of an
+    official checkpoint)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
+        return cls(**dict(data))
 
 
 class Method(nn.Module):

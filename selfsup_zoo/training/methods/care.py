@@ -23,7 +23,7 @@ import copy
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Mapping, NamedTuple
 
 import timm
@@ -33,7 +33,7 @@ from torch import nn
 
 from selfsup_zoo.hub import compare_keys
 
-from .base import Method, StepInfo
+from .base import ConfigDict, Method, StepInfo
 
 __all__ = [
     "CareConfig",
@@ -66,7 +66,7 @@ ATTENTION_IMPLS = ("sdpa", "einsum")
 
 
 @dataclass
-class CareConfig:
+class CareConfig(ConfigDict):
     """Architecture and loss weights of a CARE model; defaults are the official recipe (spec §3, §5).
 
     ``arch``/``model_args`` go to ``timm.create_model`` (official runs: ``resnet50``; the README's other
@@ -109,17 +109,6 @@ class CareConfig:
     def fmap_size(self) -> int:
         """Side of the layer3 map (stride 16, every timm ResNet down-sampling rounds up)."""
         return math.ceil(self.img_size / 16)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "CareConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown CareConfig fields: {unknown}")
-        return cls(**dict(data))
 
     @classmethod
     def smoke(cls) -> "CareConfig":

@@ -23,7 +23,6 @@ teacher weights ("backbone" downloads are teacher weights, spec §5.6).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import math
 import os
@@ -40,7 +39,7 @@ from torch import Tensor, nn
 
 from selfsup_zoo.hub import compare_keys
 
-from .base import Method, StepInfo
+from .base import ConfigDict, Method, StepInfo
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ HEAD_ACTS = ("gelu", "relu")
 
 
 @dataclass
-class SereConfig:
+class SereConfig(ConfigDict):
     """SERE hyper-parameters; the defaults are the ViT-S/16 recipe (spec §5.1).
 
     Every field is JSON-serialisable (``dataclasses.asdict``). ``model_args`` is passed to
@@ -116,17 +115,6 @@ class SereConfig:
             )
         if self.act_in_head not in HEAD_ACTS:
             raise ValueError(f"act_in_head must be one of {sorted(HEAD_ACTS)}, got {self.act_in_head!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SereConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown SereConfig fields: {unknown}")
-        return cls(**dict(data))
 
 
 def teacher_temp_schedule(
