@@ -13,6 +13,7 @@ torch.hub puts the repository on ``sys.path`` only while it imports this file an
 entrypoint, so the package is imported here, eagerly. Everything except the entrypoints is private
 (``_`` prefix, modules rather than functions): ``torch.hub.list`` shows every public callable.
 """
+
 # Import names, checked by torch.hub before an entrypoint runs.
 dependencies = ["torch", "timm", "huggingface_hub", "safetensors"]
 
@@ -67,8 +68,9 @@ def _type_name(method: str) -> str:
 
 
 def _make_entrypoint(arch: str) -> _typing.Callable[..., _typing.Any]:
-    def entrypoint(pretrained: bool = True, *, tag: str | None = None,
-                   **kwargs: _typing.Any) -> _typing.Any:
+    def entrypoint(
+        pretrained: bool = True, *, tag: str | None = None, **kwargs: _typing.Any
+    ) -> _typing.Any:
         name = arch if tag is None else f"{arch}.{tag}"
         # selfsup_zoo.create_model is timm.create_model plus suggestions for mistyped tags.
         return _selfsup_zoo.create_model(name, pretrained=pretrained, **kwargs)

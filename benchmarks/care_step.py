@@ -7,6 +7,7 @@ allocators and kernels; the median is taken over the steps after ``--warmup``.
 
     python benchmarks/care_step.py --arch resnet50 --batch 8 --size 224 --steps 9 --threads 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,10 +32,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--batch", type=int, default=8, help="images per view")
     parser.add_argument("--size", type=int, default=224, help="view side in pixels")
     parser.add_argument("--steps", type=int, default=9)
-    parser.add_argument("--warmup", type=int, default=2, help="leading steps left out of the median")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="leading steps left out of the median"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--attention", default="sdpa", choices=["sdpa", "einsum"])
-    parser.add_argument("--smoke", action="store_true", help="use CareConfig.smoke() (ignores --arch)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="use CareConfig.smoke() (ignores --arch)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line at the end")
     args = parser.parse_args(argv)
 

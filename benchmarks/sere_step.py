@@ -8,6 +8,7 @@ Inputs are random tensors with the recipe's shapes (2 x 224 px global + L x 96 p
 block masks on the global views, random crop boxes); the step also runs the last-layer hook and the
 EMA teacher update, as the engine does. The first (warm-up) step is not counted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,9 @@ from selfsup_zoo.training.methods.base import StepInfo
 from selfsup_zoo.training.methods.sere import SereConfig, SereMethod
 
 
-def make_batch(batch: int, local_crops: int, patch: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+def make_batch(
+    batch: int, local_crops: int, patch: int, gen: torch.Generator
+) -> dict[str, torch.Tensor]:
     """Random batch in the layout the data pipeline produces."""
     side = 224 // patch
     masks = torch.zeros(2, batch, side, side, dtype=torch.bool)
@@ -62,14 +65,19 @@ def main() -> None:
 
     method = SereMethod(SereConfig(arch=args.arch))
     optimizer = torch.optim.AdamW(
-        [{"params": g["params"], "weight_decay": 0.04 if g["weight_decay"] else 0.0} for g in method.param_groups()],
+        [
+            {"params": g["params"], "weight_decay": 0.04 if g["weight_decay"] else 0.0}
+            for g in method.param_groups()
+        ],
         lr=1e-4,
     )
     patch = method.student.patch_size[0]
     batch = make_batch(args.batch, args.local_crops, patch, gen)
     times = []
     for step in range(args.steps + 1):
-        info = StepInfo(step=step, epoch=1, steps_per_epoch=args.steps + 1, total_steps=args.steps + 1)
+        info = StepInfo(
+            step=step, epoch=1, steps_per_epoch=args.steps + 1, total_steps=args.steps + 1
+        )
         start = time.perf_counter()
         terms = method(batch, info)
         optimizer.zero_grad(set_to_none=True)
@@ -84,7 +92,9 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         if step > 0:
             times.append(elapsed)
-        print(f"step {step}: {elapsed:.3f} s  loss {float(terms['loss'].detach()):.4f}{'  (warm-up)' if step == 0 else ''}")
+        print(
+            f"step {step}: {elapsed:.3f} s  loss {float(terms['loss'].detach()):.4f}{'  (warm-up)' if step == 0 else ''}"
+        )
     print(
         f"{args.arch} batch {args.batch} + {args.local_crops} local crops, {args.threads} threads: "
         f"median {statistics.median(times):.3f} s/step over {len(times)} steps"

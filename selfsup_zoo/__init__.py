@@ -7,6 +7,7 @@ Importing the package registers the zoo's architectures with timm::
 
 Light on purpose: no network, no file access at import time.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -17,19 +18,45 @@ from torch import nn
 from . import models  # noqa: F401  (registers care_* / sere_* with timm)
 from .catalog import CATALOG, CatalogEntry, UnknownNameError, get_entry, unknown_name_message
 from .hub import (
-    ArchitectureMismatchError, ConversionError, CorruptWeightsError, HashMismatchError, HubFolder,
-    InvalidHubFolderError, UnsafeCheckpointError, WeightsDownloadError, WeightsNotCachedError,
-    WeightsNotPublishedError, ZooError, weights_dir, write_hub_folder,
+    ArchitectureMismatchError,
+    ConversionError,
+    CorruptWeightsError,
+    HashMismatchError,
+    HubFolder,
+    InvalidHubFolderError,
+    UnsafeCheckpointError,
+    WeightsDownloadError,
+    WeightsNotCachedError,
+    WeightsNotPublishedError,
+    ZooError,
+    weights_dir,
+    write_hub_folder,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__", "CATALOG", "CatalogEntry", "get_entry", "list_checkpoints", "list_models",
-    "create_model", "write_hub_folder", "HubFolder", "weights_dir", "ZooError",
-    "UnknownNameError", "WeightsNotPublishedError", "WeightsNotCachedError", "WeightsDownloadError",
-    "CorruptWeightsError", "HashMismatchError", "ArchitectureMismatchError",
-    "UnsafeCheckpointError", "ConversionError", "InvalidHubFolderError",
+    "__version__",
+    "CATALOG",
+    "CatalogEntry",
+    "get_entry",
+    "list_checkpoints",
+    "list_models",
+    "create_model",
+    "write_hub_folder",
+    "HubFolder",
+    "weights_dir",
+    "ZooError",
+    "UnknownNameError",
+    "WeightsNotPublishedError",
+    "WeightsNotCachedError",
+    "WeightsDownloadError",
+    "CorruptWeightsError",
+    "HashMismatchError",
+    "ArchitectureMismatchError",
+    "UnsafeCheckpointError",
+    "ConversionError",
+    "InvalidHubFolderError",
 ]
 
 
@@ -43,7 +70,8 @@ def list_models(pattern: str = "*") -> list[str]:
 def list_checkpoints(pattern: str = "*", *, published_only: bool = False) -> list[str]:
     """Catalog checkpoints (``<arch>.<tag>``) matching an fnmatch pattern, catalog order."""
     return [
-        name for name, entry in CATALOG.items()
+        name
+        for name, entry in CATALOG.items()
         if fnmatch.fnmatch(name, pattern) and (entry.published or not published_only)
     ]
 
@@ -62,8 +90,7 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Modul
     arch, _, tag = name.partition(".")
     known_archs = list_models()
     if arch not in known_archs:
-        raise UnknownNameError(unknown_name_message(name, known_archs + list(CATALOG),
-                                                    "model"))
+        raise UnknownNameError(unknown_name_message(name, known_archs + list(CATALOG), "model"))
     if tag:
         get_entry(name)  # an unknown tag: the catalog's error, with close names
     return timm.create_model(name, pretrained=pretrained, **kwargs)

@@ -1,9 +1,11 @@
 """Atomic file writes shared by checkpoints, hub folders and materialised data sets."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 
 def _fsync_dir(path: Path) -> None:

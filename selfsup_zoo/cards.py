@@ -10,6 +10,7 @@ Nothing here is written by hand per checkpoint: edit the catalog, then run::
 :func:`render_model_card` is also what the hub-folder writer puts in each folder's ``README.md``,
 with the sha256 of the weights it just wrote and, for regenerated weights, the run's provenance.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,9 +18,10 @@ import functools
 import logging
 import re
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml  # a dependency of huggingface_hub, which the package requires
 
@@ -41,6 +43,7 @@ REGENERATE_COMMAND = "python -m selfsup_zoo.cards"
 # How each protocol and metric of the catalog is named in cards and in Hugging Face metadata
 # --------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _Protocol:
     short: str  # short name for the README table
@@ -54,15 +57,26 @@ class _Protocol:
 # (and in tests) instead of producing a card with a made-up description.
 _PROTOCOLS: dict[str, _Protocol] = {
     catalog.CARE_LINEAR_PROTOCOL: _Protocol(
-        "IN-1k linear", "image-classification", "ImageNet-1k linear evaluation",
-        "ImageNet-1k", "imagenet-1k"),
+        "IN-1k linear",
+        "image-classification",
+        "ImageNet-1k linear evaluation",
+        "ImageNet-1k",
+        "imagenet-1k",
+    ),
     catalog.SERE_FINETUNE_PROTOCOL: _Protocol(
-        "IN-1k fine-tune", "image-classification", "ImageNet-1k fine-tuning (100 epochs)",
-        "ImageNet-1k", "imagenet-1k"),
+        "IN-1k fine-tune",
+        "image-classification",
+        "ImageNet-1k fine-tuning (100 epochs)",
+        "ImageNet-1k",
+        "imagenet-1k",
+    ),
     catalog.IMAGENET_S_PROTOCOL: _Protocol(
-        "ImageNet-S semi-sup. seg.", "image-segmentation",
-        "ImageNet-S semi-supervised semantic segmentation", "ImageNet-S (919 classes)",
-        "imagenet-s"),
+        "ImageNet-S semi-sup. seg.",
+        "image-segmentation",
+        "ImageNet-S semi-supervised semantic segmentation",
+        "ImageNet-S (919 classes)",
+        "imagenet-s",
+    ),
 }
 
 # metric id -> (label in prose, Hugging Face metric type, dataset split)
@@ -82,7 +96,8 @@ def _protocol(result: Result) -> _Protocol:
     except KeyError:
         raise KeyError(
             f"No card description for protocol {result.protocol!r}: add it to "
-            "selfsup_zoo.cards._PROTOCOLS") from None
+            "selfsup_zoo.cards._PROTOCOLS"
+        ) from None
 
 
 def _metric(result: Result) -> tuple[str, str, str]:
@@ -91,7 +106,8 @@ def _metric(result: Result) -> tuple[str, str, str]:
     except KeyError:
         raise KeyError(
             f"No card description for metric {result.metric!r}: add it to "
-            "selfsup_zoo.cards._METRICS") from None
+            "selfsup_zoo.cards._METRICS"
+        ) from None
 
 
 def _source_url(result: Result, entry: CatalogEntry) -> str:
@@ -105,19 +121,25 @@ def _fmt(result: Result) -> str:
     return f"{result.value:.{_decimals(result.protocol)}f}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _decimals(protocol: str) -> int:
     # Floats lose trailing zeros; the published precision is the most any number of the same
     # protocol in the catalog shows.
     return max(
-        (len(repr(r.value).partition(".")[2].rstrip("0"))
-         for entry in catalog.CATALOG.values() for r in entry.results if r.protocol == protocol),
-        default=2)
+        (
+            len(repr(r.value).partition(".")[2].rstrip("0"))
+            for entry in catalog.CATALOG.values()
+            for r in entry.results
+            if r.protocol == protocol
+        ),
+        default=2,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 # Facts measured on the timm architecture (parameters, feature dim, feature maps)
 # --------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _ModelFacts:
@@ -126,8 +148,9 @@ class _ModelFacts:
     feature_info: tuple[tuple[int, int], ...]  # (channels, reduction) per feature level
 
 
-def _model_facts(timm_arch: str, model_args: Mapping[str, Any] | None,
-                 num_classes: int | None) -> _ModelFacts | None:
+def _model_facts(
+    timm_arch: str, model_args: Mapping[str, Any] | None, num_classes: int | None
+) -> _ModelFacts | None:
     from .hub import meta_model  # late: keeps this module's import light
 
     try:
@@ -137,7 +160,8 @@ def _model_facts(timm_arch: str, model_args: Mapping[str, Any] | None,
         _logger.warning("could not build %s to describe it: %s", timm_arch, err)
         return None
     info = tuple(
-        (int(f["num_chs"]), int(f["reduction"])) for f in getattr(model, "feature_info", []))
+        (int(f["num_chs"]), int(f["reduction"])) for f in getattr(model, "feature_info", [])
+    )
     return _ModelFacts(
         params=sum(p.numel() for p in model.parameters()),
         num_features=int(model.num_features),
@@ -148,6 +172,7 @@ def _model_facts(timm_arch: str, model_args: Mapping[str, Any] | None,
 # --------------------------------------------------------------------------------------------------
 # Commands a reader needs when the weights are not on the Hub
 # --------------------------------------------------------------------------------------------------
+
 
 def hub_folder(entry: CatalogEntry) -> str:
     """Local hub folder that the converter and ``reproduce`` write for ``entry``."""
@@ -161,8 +186,10 @@ def convert_command(entry: CatalogEntry, out_dir: str | None = None) -> str | No
         return None
     # --install also copies the folder into the local weights directory, where
     # ``timm.create_model(<name>, pretrained=True)`` looks before the Hub.
-    return (f"python -m selfsup_zoo.convert {entry.method} <downloaded file> "
-            f"{out_dir or hub_folder(entry)} --checkpoint {entry.name} --install")
+    return (
+        f"python -m selfsup_zoo.convert {entry.method} <downloaded file> "
+        f"{out_dir or hub_folder(entry)} --checkpoint {entry.name} --install"
+    )
 
 
 def regenerate_command(entry: CatalogEntry) -> str | None:
@@ -176,10 +203,12 @@ def regenerate_command(entry: CatalogEntry) -> str | None:
 # Card pieces
 # --------------------------------------------------------------------------------------------------
 
+
 def _front_matter(meta: dict[str, Any]) -> str:
     # sort_keys=False keeps the order Hugging Face shows; safe_dump emits only plain YAML types.
-    body = yaml.safe_dump(meta, sort_keys=False, default_flow_style=False, allow_unicode=True,
-                          width=1000)
+    body = yaml.safe_dump(
+        meta, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000
+    )
     return f"---\n{body}---\n"
 
 
@@ -191,13 +220,16 @@ def _model_index(entry: CatalogEntry) -> list[dict[str, Any]]:
     results = []
     for (protocol_text, split), rows in groups.items():
         proto = _PROTOCOLS[protocol_text]
-        results.append({
-            "task": {"type": proto.task_type, "name": proto.task_name},
-            "dataset": {"name": proto.dataset_name, "type": proto.dataset_type, "split": split},
-            "metrics": [
-                {"type": _metric(r)[1], "value": r.value, "name": _metric(r)[0]} for r in rows],
-            "source": {"name": rows[0].source, "url": _source_url(rows[0], entry)},
-        })
+        results.append(
+            {
+                "task": {"type": proto.task_type, "name": proto.task_name},
+                "dataset": {"name": proto.dataset_name, "type": proto.dataset_type, "split": split},
+                "metrics": [
+                    {"type": _metric(r)[1], "value": r.value, "name": _metric(r)[0]} for r in rows
+                ],
+                "source": {"name": rows[0].source, "url": _source_url(rows[0], entry)},
+            }
+        )
     return [{"name": entry.name, "results": results}]
 
 
@@ -222,12 +254,16 @@ def _describe(entry: CatalogEntry, facts: _ModelFacts | None) -> list[str]:
     args = ", ".join(f"{k}={v!r}" for k, v in entry.model_args.items())
     arch = f"`{entry.timm_arch}`" + (f" with `{args}`" if args else "")
     if entry.num_classes:
-        what = (f"a {method} ImageNet-1k classifier: the self-supervised backbone pre-trained "
-                f"for {entry.epochs} epochs plus the {entry.num_classes}-class linear classifier "
-                "trained on top of it under the paper's linear-evaluation protocol")
+        what = (
+            f"a {method} ImageNet-1k classifier: the self-supervised backbone pre-trained "
+            f"for {entry.epochs} epochs plus the {entry.num_classes}-class linear classifier "
+            "trained on top of it under the paper's linear-evaluation protocol"
+        )
     else:
-        what = (f"a {method} self-supervised backbone, pre-trained for {entry.epochs} epochs on "
-                "ImageNet-1k without labels; it has no classifier and returns pooled features")
+        what = (
+            f"a {method} self-supervised backbone, pre-trained for {entry.epochs} epochs on "
+            "ImageNet-1k without labels; it has no classifier and returns pooled features"
+        )
     lines = [
         f"# Model card for {entry.name}",
         "",
@@ -244,8 +280,12 @@ def _describe(entry: CatalogEntry, facts: _ModelFacts | None) -> list[str]:
         lines.append(f"- **Parameters:** {facts.params / 1e6:.1f} M ({facts.params:,})")
         lines.append(f"- **Feature dimension:** {facts.num_features}")
     lines += [
-        "- **Output:** " + (f"logits over the {entry.num_classes} ImageNet-1k classes"
-                            if entry.num_classes else "pooled features (`num_classes=0`)"),
+        "- **Output:** "
+        + (
+            f"logits over the {entry.num_classes} ImageNet-1k classes"
+            if entry.num_classes
+            else "pooled features (`num_classes=0`)"
+        ),
         f"- **Pre-training data:** ImageNet-1k train split, {entry.epochs} epochs, no labels",
         f"- **Input:** {cfg['input_size'][1]}x{cfg['input_size'][2]} RGB; resize with "
         f"{cfg['interpolation']} interpolation and centre-crop (crop_pct {cfg['crop_pct']}); "
@@ -258,8 +298,11 @@ def _describe(entry: CatalogEntry, facts: _ModelFacts | None) -> list[str]:
 
 
 def _usage(entry: CatalogEntry, facts: _ModelFacts | None, published: bool) -> list[str]:
-    out_shape = f"(1, {entry.num_classes})" if entry.num_classes else (
-        f"(1, {facts.num_features})" if facts else "(1, num_features)")
+    out_shape = (
+        f"(1, {entry.num_classes})"
+        if entry.num_classes
+        else (f"(1, {facts.num_features})" if facts else "(1, num_features)")
+    )
     lines = ["## Usage", ""]
     if not published:
         lines += [
@@ -267,8 +310,8 @@ def _usage(entry: CatalogEntry, facts: _ModelFacts | None, published: bool) -> l
             "are, `pretrained=True` loads them only from the local weights directory "
             "(`$SELFSUP_ZOO_WEIGHTS`, default `~/.cache/selfsup_zoo/weights`), where the "
             "converter's `--install` puts them, and the `hf-hub:` snippet fails. A hub folder "
-            "you produced also loads with plain timm: `timm.create_model(\"local-dir:"
-            f"{hub_folder(entry)}\", pretrained=True)`.",
+            'you produced also loads with plain timm: `timm.create_model("local-dir:'
+            f'{hub_folder(entry)}", pretrained=True)`.',
             "",
         ]
     lines += [
@@ -279,7 +322,7 @@ def _usage(entry: CatalogEntry, facts: _ModelFacts | None, published: bool) -> l
         "import torch",
         "import selfsup_zoo  # registers the CARE and SERE architectures with timm",
         "",
-        f"model = timm.create_model(\"{entry.name}\", pretrained=True).eval()",
+        f'model = timm.create_model("{entry.name}", pretrained=True).eval()',
         "config = timm.data.resolve_data_config({}, model=model)",
         "transform = timm.data.create_transform(**config)",
         "",
@@ -300,14 +343,15 @@ def _usage(entry: CatalogEntry, facts: _ModelFacts | None, published: bool) -> l
             f"Feature maps ({where}: {shapes}):",
             "",
             "```python",
-            f"backbone = timm.create_model(\"{entry.name}\", pretrained=True, features_only=True)",
+            f'backbone = timm.create_model("{entry.name}", pretrained=True, features_only=True)',
             "feature_maps = backbone(torch.randn(1, 3, 224, 224))  # list of NCHW tensors",
             "```",
             "",
         ]
     lines += [
-        "Fine-tuning on another label set: `timm.create_model(\"" + entry.name
-        + "\", pretrained=True, num_classes=10)` keeps the backbone and adds a new head.",
+        'Fine-tuning on another label set: `timm.create_model("'
+        + entry.name
+        + '", pretrained=True, num_classes=10)` keeps the backbone and adds a new head.',
         "",
         "### With plain timm (nothing of selfsup-zoo installed)",
         "",
@@ -317,7 +361,7 @@ def _usage(entry: CatalogEntry, facts: _ModelFacts | None, published: bool) -> l
         "```python",
         "import timm",
         "",
-        f"model = timm.create_model(\"hf-hub:{entry.hub_repo}\", pretrained=True).eval()",
+        f'model = timm.create_model("hf-hub:{entry.hub_repo}", pretrained=True).eval()',
         "```",
         "",
         "### With torch.hub",
@@ -325,7 +369,7 @@ def _usage(entry: CatalogEntry, facts: _ModelFacts | None, published: bool) -> l
         "```python",
         "import torch",
         "",
-        f"model = torch.hub.load(\"{GITHUB_REPO}\", \"{entry.arch}\", tag=\"{entry.tag}\", "
+        f'model = torch.hub.load("{GITHUB_REPO}", "{entry.arch}", tag="{entry.tag}", '
         "pretrained=True)",
         "```",
         "",
@@ -384,19 +428,22 @@ def _converter_summary(entry: CatalogEntry) -> str:
             "DDP `module.encoder.` prefix, drops the unused projection `encoder.fc`) and folds the "
             "classifier's Linear(2048, 1000) followed by BatchNorm1d(1000) into timm's single "
             "`fc` layer (the BatchNorm uses its running statistics at test time, so the fold is "
-            "exact up to float rounding).")
+            "exact up to float rounding)."
+        )
     if entry.method == "care":
         return (
             "The converter keeps the **student** (online) encoder of the pre-training checkpoint, "
             "the one the official linear evaluation loads; it strips `module.student_encoder.`, "
             "drops the transformer stream, the projector/predictor heads and the teacher, and "
             "checks that exactly timm's ResNet keys remain (key renames only: outputs are "
-            "bit-identical to the official encoder).")
+            "bit-identical to the official encoder)."
+        )
     return (
         "The converter picks the **teacher** state dict when the file holds one (else the "
         "student), strips `module.`/`backbone.`, drops `masked_embed`, the SERE relation heads "
         "and the iBOT projection head, and checks that exactly timm's VisionTransformer keys "
-        "remain (same names and shapes; outputs match the official backbone at 224 px).")
+        "remain (same names and shapes; outputs match the official backbone at 224 px)."
+    )
 
 
 def _provenance(entry: CatalogEntry, provenance: Mapping[str, Any] | None) -> list[str]:
@@ -418,7 +465,8 @@ def _provenance(entry: CatalogEntry, provenance: Mapping[str, Any] | None) -> li
     elif entry.upstream != catalog.OFFICIAL:
         lines.append(
             "- **Run record:** the commit, world size and wall time of the regenerating run are "
-            "written into the card published with the weights.")
+            "written into the card published with the weights."
+        )
     lines.append("")
     return lines
 
@@ -451,12 +499,20 @@ def _weights(entry: CatalogEntry, sha256: str | None) -> list[str]:
     convert = convert_command(entry)
     regenerate = regenerate_command(entry)
     if convert:
-        lines += ["- convert the official release (download it from the link under *Provenance*):",
-                  "", f"  ```bash\n  {convert}\n  ```", ""]
+        lines += [
+            "- convert the official release (download it from the link under *Provenance*):",
+            "",
+            f"  ```bash\n  {convert}\n  ```",
+            "",
+        ]
     if regenerate:
-        lines += [f"- {'or ' if convert else ''}regenerate it by pre-training (the recipe assumes "
-                  "the official 1024-image global batch):",
-                  "", f"  ```bash\n  {regenerate}\n  ```", ""]
+        lines += [
+            f"- {'or ' if convert else ''}regenerate it by pre-training (the recipe assumes "
+            "the official 1024-image global batch):",
+            "",
+            f"  ```bash\n  {regenerate}\n  ```",
+            "",
+        ]
     if not convert and not regenerate:
         lines += [f"- {entry.regenerate_note}", ""]
     elif entry.regenerate_note:
@@ -497,33 +553,39 @@ def _notes(entry: CatalogEntry) -> list[str]:
         notes.append(
             "Not to be confused with the unrelated *CARE Transformer* (CVPR 2025, "
             "`YuanZ1995/CARE-Transformer`), an efficient vision transformer; this model is the "
-            "self-supervised CARE of Ge et al., NeurIPS 2021.")
+            "self-supervised CARE of Ge et al., NeurIPS 2021."
+        )
     if entry.timm_arch == "wide_resnet50_2":
         notes.append(
             "The paper's \"ResNet-50 (2x)\" is mapped to timm's `wide_resnet50_2`: the official "
             "code's `width=2` doubles only the bottleneck width (stem and stage outputs unchanged, "
             "2048-d features), which is exactly `wide_resnet50_2`, not SimCLR's ResNet-50 (2x). "
             "This is inferred from the official code's width semantics; no width-2 checkpoint "
-            "was released to confirm it.")
+            "was released to confirm it."
+        )
     if entry.method == "care" and entry.timm_arch != "resnet50":
         notes.append(
             "The official code only ever builds ResNet-50; how the paper trained the other "
             "backbones (batch size, learning rate) is not recorded upstream. The settings used "
-            f"here are those of the recipe `{entry.recipe}`.")
+            f"here are those of the recipe `{entry.recipe}`."
+        )
     if entry.num_classes:
         notes.append(
             "The official classifier is Linear(2048, 1000) followed by BatchNorm1d(1000); here it "
             "is folded into timm's single `fc` layer, so logits match the official model in eval "
-            "mode. Pass `num_classes=0` to get the backbone's pooled features.")
+            "mode. Pass `num_classes=0` to get the backbone's pooled features."
+        )
     if entry.method == "sere":
         notes.append(
             "Which pooling the fine-tuning results used is not stated upstream (the MAE "
             "fine-tuning code defaults to averaging patch tokens with a new `fc_norm`). This "
             "model uses timm's `global_pool='token'` (the class token), the self-supervised "
-            "model's natural output; set `global_pool='avg'` to average the patch tokens.")
+            "model's natural output; set `global_pool='avg'` to average the patch tokens."
+        )
         notes.append(
             "Positional embeddings are resampled by timm for other input sizes, which differs "
-            "slightly from the official interpolation; at 224 px the outputs match.")
+            "slightly from the official interpolation; at 224 px the outputs match."
+        )
     if not notes:
         return []
     return ["## Notes", "", *[f"- {n}" for n in notes], ""]
@@ -560,9 +622,16 @@ def _citation(method: str) -> list[str]:
 # Public API
 # --------------------------------------------------------------------------------------------------
 
-def render_model_card(entry: CatalogEntry | None, *, sha256: str | None,
-                      provenance: dict | None = None, architecture: str | None = None,
-                      model_args: dict | None = None, num_classes: int | None = None) -> str:
+
+def render_model_card(
+    entry: CatalogEntry | None,
+    *,
+    sha256: str | None,
+    provenance: dict | None = None,
+    architecture: str | None = None,
+    model_args: dict | None = None,
+    num_classes: int | None = None,
+) -> str:
     """Render the Hugging Face model card (``README.md``) of one checkpoint.
 
     Args:
@@ -597,8 +666,13 @@ def render_model_card(entry: CatalogEntry | None, *, sha256: str | None,
     return "\n".join(parts).rstrip("\n") + "\n"
 
 
-def _render_generic_card(architecture: str, model_args: Mapping[str, Any], num_classes: int | None,
-                         sha256: str | None, provenance: Mapping[str, Any] | None) -> str:
+def _render_generic_card(
+    architecture: str,
+    model_args: Mapping[str, Any],
+    num_classes: int | None,
+    sha256: str | None,
+    provenance: Mapping[str, Any] | None,
+) -> str:
     method = str((provenance or {}).get("method", "")).lower()
     facts = _model_facts(architecture, model_args, num_classes)
     meta = {
@@ -622,8 +696,10 @@ def _render_generic_card(architecture: str, model_args: Mapping[str, Any], num_c
         f"- **Architecture:** timm's `{architecture}`" + (f" with `{args}`" if args else ""),
     ]
     if facts is not None:
-        lines += [f"- **Parameters:** {facts.params / 1e6:.1f} M ({facts.params:,})",
-                  f"- **Feature dimension:** {facts.num_features}"]
+        lines += [
+            f"- **Parameters:** {facts.params / 1e6:.1f} M ({facts.params:,})",
+            f"- **Feature dimension:** {facts.num_features}",
+        ]
     lines += [
         "- **Licence:** none determined (`other`); choose one before sharing these weights.",
         "",
@@ -632,7 +708,7 @@ def _render_generic_card(architecture: str, model_args: Mapping[str, Any], num_c
         "```python",
         "import timm",
         "",
-        "model = timm.create_model(\"local-dir:<this folder>\", pretrained=True).eval()",
+        'model = timm.create_model("local-dir:<this folder>", pretrained=True).eval()',
         "```",
         "",
         "## Provenance",
@@ -640,8 +716,11 @@ def _render_generic_card(architecture: str, model_args: Mapping[str, Any], num_c
     ]
     lines += _provenance_table(provenance) if provenance else ["No provenance was recorded."]
     lines += ["", "## Weights and integrity", ""]
-    lines.append(f"sha256 of the weights file: `{sha256}`" if sha256 else
-                 "No hash was recorded for these weights.")
+    lines.append(
+        f"sha256 of the weights file: `{sha256}`"
+        if sha256
+        else "No hash was recorded for these weights."
+    )
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -674,12 +753,14 @@ def render_zoo_table() -> str:
     ]
     for entry in catalog.CATALOG.values():
         upstream = "official release" if entry.upstream == catalog.OFFICIAL else "not released"
-        published = (f"[yes](https://huggingface.co/{entry.hub_repo})" if entry.published
-                     else "not yet")
+        published = (
+            f"[yes](https://huggingface.co/{entry.hub_repo})" if entry.published else "not yet"
+        )
         lines.append(
             f"| [{entry.name}]({CARDS_DIR}/{entry.name}.md) | `{entry.timm_arch}` | "
             f"{entry.epochs} | {result_summary(entry)} | {upstream} | {published} | "
-            f"{entry.license} |")
+            f"{entry.license} |"
+        )
     lines += ["", TABLE_END]
     return "\n".join(lines)
 
@@ -692,7 +773,7 @@ def replace_zoo_table(readme: str) -> str:
         return readme.rstrip("\n") + "\n\n" + table + "\n"
     if start == -1 or end == -1 or end < start:
         raise ValueError(f"README has unbalanced zoo-table markers ({TABLE_START} ... {TABLE_END})")
-    return readme[:start] + table + readme[end + len(TABLE_END):]
+    return readme[:start] + table + readme[end + len(TABLE_END) :]
 
 
 def expected_files(root: Path) -> dict[Path, str]:
@@ -745,11 +826,17 @@ def _default_root() -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m selfsup_zoo.cards",
-        description="Regenerate model_cards/ and the README zoo table from the catalog.")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 and list the files that drifted")
-    parser.add_argument("--root", type=Path, default=_default_root(),
-                        help="repository root holding README.md (default: this checkout)")
+        description="Regenerate model_cards/ and the README zoo table from the catalog.",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 and list the files that drifted"
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=_default_root(),
+        help="repository root holding README.md (default: this checkout)",
+    )
     args = parser.parse_args(argv)
     root: Path = args.root
     if not (root / "README.md").is_file():
@@ -760,16 +847,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in problems:
             print(problem)
         if problems:
-            print(f"{len(problems)} generated file(s) out of date: run `{REGENERATE_COMMAND}`",
-                  file=sys.stderr)
+            print(
+                f"{len(problems)} generated file(s) out of date: run `{REGENERATE_COMMAND}`",
+                file=sys.stderr,
+            )
             return 1
-        print(f"model cards and README zoo table match the catalog ({len(catalog.CATALOG)} "
-              "checkpoints)")
+        print(
+            f"model cards and README zoo table match the catalog ({len(catalog.CATALOG)} "
+            "checkpoints)"
+        )
         return 0
     changed = write(root)
     for path in changed:
-        print(f"wrote {path.relative_to(root)}" if path.exists()
-              else f"removed {path.relative_to(root)}")
+        print(
+            f"wrote {path.relative_to(root)}"
+            if path.exists()
+            else f"removed {path.relative_to(root)}"
+        )
     print(f"{len(changed)} file(s) changed, {len(catalog.CATALOG)} checkpoints in the catalog")
     return 0
 

@@ -8,12 +8,14 @@ table and never written twice: the timm registration (:mod:`selfsup_zoo.models`)
 Facts come from the papers' official repositories (CARE: ChongjianGE/CARE README; SERE:
 MCG-NKU/SERE README), recorded in each row with the protocol that produced the number.
 """
+
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 #: Hugging Face organisation that hosts the zoo's weights (one model repo per checkpoint).
 HF_ORG = "selfsup-zoo"
@@ -52,9 +54,7 @@ CARE_LINEAR_PROTOCOL = (
     "Linear(2048, 1000) + BatchNorm1d, SGD lr 0.2 at batch 256, cosine, 80 epochs, "
     "224 px centre crop; best top-1 over the evaluations at epochs 1, 2, 5, 7, 10, 20, ..., 80"
 )
-SERE_FINETUNE_PROTOCOL = (
-    "ImageNet-1k full fine-tuning for 100 epochs with the MAE code base (pooling not stated upstream)"
-)
+SERE_FINETUNE_PROTOCOL = "ImageNet-1k full fine-tuning for 100 epochs with the MAE code base (pooling not stated upstream)"
 IMAGENET_S_PROTOCOL = (
     "ImageNet-S semi-supervised semantic segmentation (919 classes + background), fine-tuned "
     "from the SSL weights with LUSSeg/ImageNetSegModel; mIoU"
@@ -123,20 +123,34 @@ class CatalogEntry:
         if self.method == "care":
             # Evaluation transform of the official code: Resize(256) + CenterCrop(224), bilinear.
             cfg: dict[str, Any] = dict(
-                input_size=(3, 224, 224), pool_size=(7, 7), interpolation="bilinear",
-                crop_pct=0.875, first_conv="conv1", classifier="fc",
+                input_size=(3, 224, 224),
+                pool_size=(7, 7),
+                interpolation="bilinear",
+                crop_pct=0.875,
+                first_conv="conv1",
+                classifier="fc",
             )
         else:
             # DINO/iBOT/MAE evaluation convention with ImageNet statistics (not timm's AugReg 0.5).
             cfg = dict(
-                input_size=(3, 224, 224), pool_size=None, fixed_input_size=True,
-                interpolation="bicubic", crop_pct=0.875, first_conv="patch_embed.proj",
+                input_size=(3, 224, 224),
+                pool_size=None,
+                fixed_input_size=True,
+                interpolation="bicubic",
+                crop_pct=0.875,
+                first_conv="patch_embed.proj",
                 classifier="head",
             )
         cfg.update(
-            mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=self.num_classes,
-            license=self.license, paper_name=self.paper_name, paper_ids=self.paper_ids,
-            origin_url=self.origin_url, hf_hub_id=self.hub_repo, hf_hub_filename=self.hub_filename,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            num_classes=self.num_classes,
+            license=self.license,
+            paper_name=self.paper_name,
+            paper_ids=self.paper_ids,
+            origin_url=self.origin_url,
+            hf_hub_id=self.hub_repo,
+            hf_hub_filename=self.hub_filename,
             notes=(self.license_note,),
         )
         cfg.update(self.pretrained_cfg_extra)
@@ -154,16 +168,32 @@ def _care_results(top1: float, top5: float) -> tuple[Result, ...]:
 # README linear-evaluation table (top-1, top-5) per backbone and epochs (care.md §7.1).
 _CARE_TABLE: dict[tuple[str, str], dict[int, tuple[float, float]]] = {
     ("care_resnet50", "resnet50"): {
-        100: (72.02, 90.02), 200: (73.78, 91.50), 400: (74.68, 91.97), 800: (75.56, 92.32)},
+        100: (72.02, 90.02),
+        200: (73.78, 91.50),
+        400: (74.68, 91.97),
+        800: (75.56, 92.32),
+    },
     # Official width=2 doubles only the bottleneck width: that is timm's wide_resnet50_2, not
     # SimCLR's ResNet-50 (2x) (care.md §1.2, inferred from the code's `width` semantics).
     ("care_wide_resnet50_2", "wide_resnet50_2"): {
-        100: (73.51, 91.66), 200: (75.00, 92.22), 400: (76.48, 92.99), 800: (77.04, 93.22)},
+        100: (73.51, 91.66),
+        200: (75.00, 92.22),
+        400: (76.48, 92.99),
+        800: (77.04, 93.22),
+    },
     ("care_resnet101", "resnet101"): {
-        100: (73.54, 91.63), 200: (75.89, 92.70), 400: (76.85, 93.31), 800: (77.23, 93.52)},
+        100: (73.54, 91.63),
+        200: (75.89, 92.70),
+        400: (76.85, 93.31),
+        800: (77.23, 93.52),
+    },
     # 200 and 400 epochs both list top-5 93.63 upstream (possibly a copy error); quoted as published.
     ("care_resnet152", "resnet152"): {
-        100: (74.59, 92.09), 200: (76.58, 93.63), 400: (77.40, 93.63), 800: (78.11, 93.81)},
+        100: (74.59, 92.09),
+        200: (76.58, 93.63),
+        400: (77.40, 93.63),
+        800: (78.11, 93.81),
+    },
 }
 
 _CARE_DRIVE_PRETRAIN = "1cOBdLFwcBEAY-f8wKtWeYapK1hFgnbCD"
@@ -182,68 +212,94 @@ def _build() -> dict[str, CatalogEntry]:
         for epochs, (top1, top5) in by_epoch.items():
             name = f"{arch}.in1k_ep{epochs}"
             released = arch == "care_resnet50" and epochs == 100
-            rows.append(CatalogEntry(
-                name=name, method="care", timm_arch=timm_arch, model_args={}, epochs=epochs,
-                license=CARE_LICENSE, license_note=CARE_LICENSE_NOTE,
-                results=_care_results(top1, top5),
-                upstream=OFFICIAL if released else NOT_RELEASED,
-                upstream_detail=(
-                    "Full pre-training checkpoint released by the authors on Google Drive "
-                    f"({_drive(_CARE_DRIVE_PRETRAIN)}); the backbone is its student encoder."
-                    if released else
-                    "Reported in the official README but never released (marked 'wip' there "
-                    "since 2021): regenerate it with the recipe."
-                ),
-                recipe=name,
-            ))
-            if released:
-                rows.append(CatalogEntry(
-                    name=f"{arch}.in1k_ep{epochs}_lincls", method="care", timm_arch=timm_arch,
-                    model_args={}, epochs=epochs, license=CARE_LICENSE,
-                    license_note=CARE_LICENSE_NOTE, results=_care_results(top1, top5),
-                    upstream=OFFICIAL,
+            rows.append(
+                CatalogEntry(
+                    name=name,
+                    method="care",
+                    timm_arch=timm_arch,
+                    model_args={},
+                    epochs=epochs,
+                    license=CARE_LICENSE,
+                    license_note=CARE_LICENSE_NOTE,
+                    results=_care_results(top1, top5),
+                    upstream=OFFICIAL if released else NOT_RELEASED,
                     upstream_detail=(
-                        "Linear-evaluation model released by the authors on Google Drive "
-                        f"({_drive(_CARE_DRIVE_LINEAR)}): frozen encoder + Linear(2048, 1000) + "
-                        "BatchNorm1d(1000), folded into timm's `fc` by the converter."
+                        "Full pre-training checkpoint released by the authors on Google Drive "
+                        f"({_drive(_CARE_DRIVE_PRETRAIN)}); the backbone is its student encoder."
+                        if released
+                        else "Reported in the official README but never released (marked 'wip' there "
+                        "since 2021): regenerate it with the recipe."
                     ),
-                    recipe=None,
-                    regenerate_note=(
-                        "Not a pre-training run: train the linear classifier on top of "
-                        f"{name} with the official linear-evaluation protocol."
-                    ),
-                    num_classes=1000,
-                ))
+                    recipe=name,
+                )
+            )
+            if released:
+                rows.append(
+                    CatalogEntry(
+                        name=f"{arch}.in1k_ep{epochs}_lincls",
+                        method="care",
+                        timm_arch=timm_arch,
+                        model_args={},
+                        epochs=epochs,
+                        license=CARE_LICENSE,
+                        license_note=CARE_LICENSE_NOTE,
+                        results=_care_results(top1, top5),
+                        upstream=OFFICIAL,
+                        upstream_detail=(
+                            "Linear-evaluation model released by the authors on Google Drive "
+                            f"({_drive(_CARE_DRIVE_LINEAR)}): frozen encoder + Linear(2048, 1000) + "
+                            "BatchNorm1d(1000), folded into timm's `fc` by the converter."
+                        ),
+                        recipe=None,
+                        regenerate_note=(
+                            "Not a pre-training run: train the linear classifier on top of "
+                            f"{name} with the official linear-evaluation protocol."
+                        ),
+                        num_classes=1000,
+                    )
+                )
     sere_common = dict(
-        method="sere", model_args={}, epochs=100, license=SERE_LICENSE,
-        license_note=SERE_LICENSE_NOTE, upstream=OFFICIAL,
+        method="sere",
+        model_args={},
+        epochs=100,
+        license=SERE_LICENSE,
+        license_note=SERE_LICENSE_NOTE,
+        upstream=OFFICIAL,
     )
     sere_src = "SERE official README (MCG-NKU/SERE @e20f37f)"
-    rows.append(CatalogEntry(
-        name="sere_vit_small.in1k_ep100", timm_arch="vit_small_patch16_224",
-        results=(
-            Result("top1", 81.5, SERE_FINETUNE_PROTOCOL, sere_src),
-            Result("miou_val", 41.0, IMAGENET_S_PROTOCOL, "LUSSeg/ImageNetSegModel MODEL_ZOO"),
-            Result("miou_test", 40.2, IMAGENET_S_PROTOCOL, "LUSSeg/ImageNetSegModel MODEL_ZOO"),
-        ),
-        upstream_detail=(
-            f"'Backbone' file released by the authors on Google Drive ({_drive(_SERE_DRIVE_S)}); "
-            "also mirrored as `sere_pretrained_vit_small_ep100.pth` in LUSSeg/ImageNetSegModel's "
-            "release 'vit'. Teacher or student is not documented upstream (the converter reports "
-            "which one a file holds)."
-        ),
-        recipe="sere_vit_small.in1k_ep100", **sere_common,
-    ))
-    rows.append(CatalogEntry(
-        name="sere_vit_base.in1k_ep100", timm_arch="vit_base_patch16_224",
-        results=(Result("top1", 83.7, SERE_FINETUNE_PROTOCOL, sere_src),),
-        upstream_detail=(
-            f"'Backbone' file released by the authors on Google Drive ({_drive(_SERE_DRIVE_B)}). "
-            "Teacher or student is not documented upstream (the converter reports which one a "
-            "file holds)."
-        ),
-        recipe="sere_vit_base.in1k_ep100", **sere_common,
-    ))
+    rows.append(
+        CatalogEntry(
+            name="sere_vit_small.in1k_ep100",
+            timm_arch="vit_small_patch16_224",
+            results=(
+                Result("top1", 81.5, SERE_FINETUNE_PROTOCOL, sere_src),
+                Result("miou_val", 41.0, IMAGENET_S_PROTOCOL, "LUSSeg/ImageNetSegModel MODEL_ZOO"),
+                Result("miou_test", 40.2, IMAGENET_S_PROTOCOL, "LUSSeg/ImageNetSegModel MODEL_ZOO"),
+            ),
+            upstream_detail=(
+                f"'Backbone' file released by the authors on Google Drive ({_drive(_SERE_DRIVE_S)}); "
+                "also mirrored as `sere_pretrained_vit_small_ep100.pth` in LUSSeg/ImageNetSegModel's "
+                "release 'vit'. Teacher or student is not documented upstream (the converter reports "
+                "which one a file holds)."
+            ),
+            recipe="sere_vit_small.in1k_ep100",
+            **sere_common,
+        )
+    )
+    rows.append(
+        CatalogEntry(
+            name="sere_vit_base.in1k_ep100",
+            timm_arch="vit_base_patch16_224",
+            results=(Result("top1", 83.7, SERE_FINETUNE_PROTOCOL, sere_src),),
+            upstream_detail=(
+                f"'Backbone' file released by the authors on Google Drive ({_drive(_SERE_DRIVE_B)}). "
+                "Teacher or student is not documented upstream (the converter reports which one a "
+                "file holds)."
+            ),
+            recipe="sere_vit_base.in1k_ep100",
+            **sere_common,
+        )
+    )
     return {row.name: row for row in rows}
 
 
@@ -275,7 +331,7 @@ def default_entry(arch: str) -> CatalogEntry:
 def unknown_name_message(name: str, known: list[str], what: str = "checkpoint") -> str:
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return (f"Unknown {what} {name!r}.{hint} Known {what}s: {', '.join(known)}.")
+    return f"Unknown {what} {name!r}.{hint} Known {what}s: {', '.join(known)}."
 
 
 def get_entry(name: str) -> CatalogEntry:

@@ -17,6 +17,7 @@ checked before loading, its sha256 is compared with the catalog's when the catal
 its keys and shapes are compared with the architecture before timm loads it (timm then adapts the
 classifier and ``in_chans`` as usual).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,10 +27,11 @@ import os
 import shutil
 import struct
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -42,12 +44,31 @@ _logger = logging.getLogger(__name__)
 WEIGHTS_DIR_ENV = "SELFSUP_ZOO_WEIGHTS"
 
 __all__ = [
-    "WEIGHTS_DIR_ENV", "ZooError", "UnknownNameError", "WeightsNotPublishedError",
-    "WeightsNotCachedError", "WeightsDownloadError", "CorruptWeightsError", "HashMismatchError",
-    "ArchitectureMismatchError", "UnsafeCheckpointError", "ConversionError",
-    "InvalidHubFolderError", "ResolvedWeights", "HubFolder", "weights_dir", "installed_path",
-    "file_sha256", "read_safetensors_header", "resolve_weights", "resolve_cfg_weights",
-    "check_state_dict", "compare_keys", "expected_shapes", "meta_model", "write_hub_folder",
+    "WEIGHTS_DIR_ENV",
+    "ZooError",
+    "UnknownNameError",
+    "WeightsNotPublishedError",
+    "WeightsNotCachedError",
+    "WeightsDownloadError",
+    "CorruptWeightsError",
+    "HashMismatchError",
+    "ArchitectureMismatchError",
+    "UnsafeCheckpointError",
+    "ConversionError",
+    "InvalidHubFolderError",
+    "ResolvedWeights",
+    "HubFolder",
+    "weights_dir",
+    "installed_path",
+    "file_sha256",
+    "read_safetensors_header",
+    "resolve_weights",
+    "resolve_cfg_weights",
+    "check_state_dict",
+    "compare_keys",
+    "expected_shapes",
+    "meta_model",
+    "write_hub_folder",
     "install_hub_folder",
 ]
 
@@ -119,8 +140,21 @@ def installed_path(name: str) -> Path:
 
 # safetensors element sizes, to check that the header's byte ranges agree with shapes and dtypes.
 _DTYPE_BYTES = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2,
-    "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
 }
 # A header larger than this is not a weights file (safetensors itself caps it at 100 MB).
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -246,9 +280,7 @@ def _not_published(entry: CatalogEntry) -> WeightsNotPublishedError:
             f"convert it into the local weights directory:\n      {command}"
         )
     if entry.recipe:
-        lines.append(
-            "  - regenerate it: python -m selfsup_zoo.training.reproduce " + entry.recipe
-        )
+        lines.append("  - regenerate it: python -m selfsup_zoo.training.reproduce " + entry.recipe)
     elif entry.regenerate_note:
         lines.append(f"  - regenerate it: {entry.regenerate_note}")
     lines.append(
@@ -273,7 +305,10 @@ def _download(
     # Imported here: huggingface_hub is only needed when the Hub is actually asked.
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
-        EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
@@ -375,11 +410,15 @@ def resolve_cfg_weights(
         return None
     entry = CATALOG.get(f"{cfg.architecture}.{cfg.tag}") if cfg.tag else None
     if entry is None and not (cfg.file or cfg.hf_hub_id):
-        raise UnknownNameError(catalog.unknown_name_message(
-            f"{cfg.architecture}.{cfg.tag}", list(CATALOG)))
+        raise UnknownNameError(
+            catalog.unknown_name_message(f"{cfg.architecture}.{cfg.tag}", list(CATALOG))
+        )
     return resolve_weights(
-        entry, file=cfg.file or None, hf_hub_id=cfg.hf_hub_id or None,
-        hf_hub_filename=cfg.hf_hub_filename or None, cache_dir=cache_dir,
+        entry,
+        file=cfg.file or None,
+        hf_hub_id=cfg.hf_hub_id or None,
+        hf_hub_filename=cfg.hf_hub_filename or None,
+        cache_dir=cache_dir,
     )
 
 
@@ -387,7 +426,7 @@ def resolve_cfg_weights(
 # Key and shape checks
 
 
-@lru_cache(maxsize=None)
+@cache
 def _meta_model_cached(timm_arch: str, args_json: str) -> torch.nn.Module:
     import timm
 
@@ -491,8 +530,15 @@ class HubFolder:
 
 
 # Fields of a pretrained cfg that say where weights come from: meaningless inside a hub folder.
-_SOURCE_FIELDS = {"url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source",
-                  "architecture"}
+_SOURCE_FIELDS = {
+    "url",
+    "file",
+    "state_dict",
+    "hf_hub_id",
+    "hf_hub_filename",
+    "source",
+    "architecture",
+}
 
 
 def _timm_architecture(architecture: str, entry: CatalogEntry | None) -> str:
@@ -524,8 +570,18 @@ def _base_cfg(architecture: str, entry: CatalogEntry | None) -> dict[str, Any]:
     import timm
 
     cfg = timm.get_pretrained_cfg(architecture)
-    keep = ("input_size", "fixed_input_size", "interpolation", "crop_pct", "crop_mode", "mean",
-            "std", "pool_size", "first_conv", "classifier")
+    keep = (
+        "input_size",
+        "fixed_input_size",
+        "interpolation",
+        "crop_pct",
+        "crop_mode",
+        "mean",
+        "std",
+        "pool_size",
+        "first_conv",
+        "classifier",
+    )
     return {k: getattr(cfg, k) for k in keep} if cfg is not None else {}
 
 
@@ -603,8 +659,12 @@ def write_hub_folder(
 
     tensors = _plain_tensors(state_dict)
     model = meta_model(arch, num_classes, args)
-    check_state_dict(tensors, expected_shapes(arch, num_classes, args), what="The state dict",
-                     target=f"timm {arch} (num_classes={num_classes}, model_args={args})")
+    check_state_dict(
+        tensors,
+        expected_shapes(arch, num_classes, args),
+        what="The state dict",
+        target=f"timm {arch} (num_classes={num_classes}, model_args={args})",
+    )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -619,8 +679,9 @@ def write_hub_folder(
         "num_features": int(model.num_features),
     }
     global_pool = getattr(model, "global_pool", None)
-    pool_type = (global_pool if isinstance(global_pool, str)
-                 else getattr(global_pool, "pool_type", ""))
+    pool_type = (
+        global_pool if isinstance(global_pool, str) else getattr(global_pool, "pool_type", "")
+    )
     if pool_type:
         config["global_pool"] = pool_type
     if args:
@@ -640,8 +701,14 @@ def write_hub_folder(
     atomic_write_text(out / "config.json", text + "\n")
     from .cards import render_model_card  # late: only this path needs the cards module
 
-    card = render_model_card(entry, sha256=sha256, provenance=provenance, architecture=arch,
-                             model_args=args, num_classes=num_classes)
+    card = render_model_card(
+        entry,
+        sha256=sha256,
+        provenance=provenance,
+        architecture=arch,
+        model_args=args,
+        num_classes=num_classes,
+    )
     atomic_write_text(out / "README.md", card)
     _logger.info("Wrote hub folder %s (%s, sha256 %s)", out, arch, sha256)
     return HubFolder(path=out, weights_path=weights_path, sha256=sha256)
@@ -669,4 +736,3 @@ def install_hub_folder(folder: HubFolder | str | os.PathLike[str], name: str) ->
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return dest / WEIGHTS_FILENAME
-

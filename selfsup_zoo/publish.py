@@ -8,6 +8,7 @@ config), the model card has Hugging Face metadata with a licence, and the folder
 imports this package. The upload uses ``huggingface_hub.HfApi().upload_folder``; the token comes
 from its usual places (``HF_TOKEN``, ``hf auth login``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,7 +91,8 @@ def validate_hub_folder(folder: str | os.PathLike[str], *, timeout: float = 600)
         if arch.split(".")[0] in catalog.architectures():
             problems.append(
                 f"config.json names the zoo architecture {arch!r}, which plain timm cannot build: "
-                "it must name timm's own architecture (e.g. resnet50, vit_small_patch16_224)")
+                "it must name timm's own architecture (e.g. resnet50, vit_small_patch16_224)"
+            )
         elif not timm.is_model(arch):
             problems.append(f"config.json names {arch!r}, which is not a timm architecture")
         if not isinstance(config.get("pretrained_cfg", {}), dict):
@@ -124,8 +126,12 @@ def validate_hub_folder(folder: str | os.PathLike[str], *, timeout: float = 600)
         with tempfile.TemporaryDirectory() as cwd:
             # Fresh interpreter, no PYTHONPATH, cwd outside any checkout: only installed timm.
             proc = subprocess.run(
-                [sys.executable, "-c", _PLAIN_TIMM_CHECK, str(folder)], cwd=cwd,
-                env=_plain_timm_env(), capture_output=True, text=True, timeout=timeout,
+                [sys.executable, "-c", _PLAIN_TIMM_CHECK, str(folder)],
+                cwd=cwd,
+                env=_plain_timm_env(),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
             )
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
@@ -134,13 +140,19 @@ def validate_hub_folder(folder: str | os.PathLike[str], *, timeout: float = 600)
             _logger.info("plain timm loads %s: %s", folder, proc.stdout.strip())
     if problems:
         raise InvalidHubFolderError(
-            f"{folder} is not a valid hub folder:\n- " + "\n- ".join(problems))
+            f"{folder} is not a valid hub folder:\n- " + "\n- ".join(problems)
+        )
     return config
 
 
 def publish(
-    folder: str | os.PathLike[str], repo_id: str, *, dry_run: bool = False,
-    private: bool = False, revision: str | None = None, commit_message: str | None = None,
+    folder: str | os.PathLike[str],
+    repo_id: str,
+    *,
+    dry_run: bool = False,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
 ) -> str | None:
     """Validate ``folder`` and upload it to ``repo_id``; return the commit URL (None if dry run)."""
     config = validate_hub_folder(folder)
@@ -154,7 +166,10 @@ def publish(
         api.create_branch(repo_id, branch=revision, exist_ok=True)
     name = (config.get("selfsup_zoo") or {}).get("checkpoint") or config.get("architecture")
     info = api.upload_folder(
-        folder_path=str(folder), repo_id=repo_id, repo_type="model", revision=revision,
+        folder_path=str(folder),
+        repo_id=repo_id,
+        repo_type="model",
+        revision=revision,
         commit_message=commit_message or f"Upload {name}",
     )
     return str(getattr(info, "commit_url", info))
@@ -163,7 +178,8 @@ def publish(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m selfsup_zoo.publish",
-        description="Validate a hub folder and upload it to the Hugging Face Hub.")
+        description="Validate a hub folder and upload it to the Hugging Face Hub.",
+    )
     parser.add_argument("folder")
     parser.add_argument("--repo-id", required=True, help="ORG/NAME of the model repo")
     parser.add_argument("--dry-run", action="store_true", help="validate only, upload nothing")
@@ -175,14 +191,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.repo_id.count("/") != 1:
         parser.error("--repo-id must look like ORG/NAME")
     try:
-        url = publish(args.folder, args.repo_id, dry_run=args.dry_run, private=args.private,
-                      revision=args.revision, commit_message=args.commit_message)
+        url = publish(
+            args.folder,
+            args.repo_id,
+            dry_run=args.dry_run,
+            private=args.private,
+            revision=args.revision,
+            commit_message=args.commit_message,
+        )
     except InvalidHubFolderError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if url is None:
-        print(f"dry run: {args.folder} is valid; would upload to {args.repo_id}"
-              + (f"@{args.revision}" if args.revision else "") + ". Nothing uploaded.")
+        print(
+            f"dry run: {args.folder} is valid; would upload to {args.repo_id}"
+            + (f"@{args.revision}" if args.revision else "")
+            + ". Nothing uploaded."
+        )
     else:
         print(f"uploaded: {url}")
     return 0

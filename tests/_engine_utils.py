@@ -1,4 +1,5 @@
 """Shared helpers of the engine tests: small real image folders, tiny recipes, subprocess runs."""
+
 from __future__ import annotations
 
 import os
@@ -46,7 +47,9 @@ def digits_folder(dest: Path, count: int, cache: Path) -> Path:
 
 def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(ROOT) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     env.setdefault("OMP_NUM_THREADS", "1")
     # Fail loudly rather than hang if a peer process dies in a collective.
     env.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
@@ -56,12 +59,22 @@ def subprocess_env() -> dict[str, str]:
 def reproduce_cmd(*args: str, nproc: int = 1) -> list[str]:
     if nproc == 1:
         return [sys.executable, "-m", "selfsup_zoo.training.reproduce", *args]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "selfsup_zoo.training.reproduce", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "selfsup_zoo.training.reproduce",
+        *args,
+    ]
 
 
 def run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def tensors_equal(a: object, b: object, path: str = "") -> list[str]:
@@ -75,5 +88,7 @@ def tensors_equal(a: object, b: object, path: str = "") -> list[str]:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         if len(a) != len(b):
             return [f"{path} len"]
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in tensors_equal(x, y, f"{path}[{i}]")]
+        return [
+            d for i, (x, y) in enumerate(zip(a, b)) for d in tensors_equal(x, y, f"{path}[{i}]")
+        ]
     return [] if a == b else [path]

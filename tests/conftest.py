@@ -4,6 +4,7 @@ The Hugging Face variables are set here, before any test module imports ``huggin
 (it reads them once, at import), so that every test runs offline against a cache it builds itself
 and never touches the user's caches.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
 
 import pytest
 
@@ -78,8 +79,14 @@ def run_python(code: str, *args: str, with_zoo: bool, cwd: Path) -> subprocess.C
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if with_zoo:
         env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if proc.returncode != 0:
         raise AssertionError(f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -1,4 +1,5 @@
 """Model cards and the README zoo table are generated from the catalog and never drift from it."""
+
 from __future__ import annotations
 
 import shutil
@@ -8,7 +9,7 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
-from selfsup_zoo import catalog, cards
+from selfsup_zoo import cards, catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = "run `python -m selfsup_zoo.cards` and commit the result"
@@ -27,8 +28,9 @@ def _front_matter(text: str) -> dict:
 
 def test_committed_cards_and_readme_table_match_the_catalog():
     problems = cards.drifted(ROOT)
-    assert not problems, (
-        f"generated files drifted from the catalog ({FIX}):\n" + "\n".join(problems))
+    assert not problems, f"generated files drifted from the catalog ({FIX}):\n" + "\n".join(
+        problems
+    )
 
 
 def test_every_card_has_valid_front_matter_with_its_licence():
@@ -39,17 +41,19 @@ def test_every_card_has_valid_front_matter_with_its_licence():
         assert meta["license"] == entry.license
         assert meta["license"] == ("mit" if entry.method == "care" else "cc-by-nc-sa-4.0")
         assert {"image-feature-extraction", "timm", "self-supervised", entry.method} <= set(
-            meta["tags"])
+            meta["tags"]
+        )
         assert meta["datasets"] == ["imagenet-1k"]
         # huggingface_hub parses model-index into EvalResults and rejects malformed metadata.
         card = ModelCard(text)
         assert card.data.license == entry.license
         reported = sorted((r.metric_type, r.metric_value) for r in card.data.eval_results)
-        assert reported == sorted(
-            (cards._METRICS[r.metric][1], r.value) for r in entry.results)
+        assert reported == sorted((cards._METRICS[r.metric][1], r.value) for r in entry.results)
         assert {r.source_url for r in card.data.eval_results} <= {
-            "https://github.com/ChongjianGE/CARE", "https://github.com/MCG-NKU/SERE",
-            "https://github.com/LUSSeg/ImageNetSegModel"}
+            "https://github.com/ChongjianGE/CARE",
+            "https://github.com/MCG-NKU/SERE",
+            "https://github.com/LUSSeg/ImageNetSegModel",
+        }
 
 
 def test_every_protocol_and_metric_of_the_catalog_has_a_description():
@@ -89,7 +93,7 @@ def test_care_cards_carry_licence_and_disambiguation():
 
 def test_notes_for_the_wide_resnet_the_classifier_and_sere_pooling():
     wide = _card_path(catalog.CATALOG["care_wide_resnet50_2.in1k_ep100"]).read_text()
-    assert "\"ResNet-50 (2x)\"" in wide and "`wide_resnet50_2`" in wide and "inferred" in wide
+    assert '"ResNet-50 (2x)"' in wide and "`wide_resnet50_2`" in wide and "inferred" in wide
     lincls = _card_path(catalog.CATALOG["care_resnet50.in1k_ep100_lincls"]).read_text()
     assert "BatchNorm1d(1000)" in lincls and "folded" in lincls
     assert ModelCard(lincls).data.pipeline_tag == "image-classification"
@@ -122,8 +126,12 @@ def test_unpublished_cards_say_so_and_give_the_command():
 def test_card_with_hash_and_provenance_for_regenerated_weights():
     entry = catalog.CATALOG["care_resnet101.in1k_ep400"]
     digest = "0123456789abcdef" * 4
-    provenance = {"recipe": entry.recipe, "commit": "1a2b3c4", "world_size": 16,
-                  "wall_time_h": 61.5}
+    provenance = {
+        "recipe": entry.recipe,
+        "commit": "1a2b3c4",
+        "world_size": 16,
+        "wall_time_h": 61.5,
+    }
     text = cards.render_model_card(entry, sha256=digest, provenance=provenance)
     assert digest in text and "not published yet" not in text
     assert "| commit | `1a2b3c4` |" in text and "| world_size | `16` |" in text
@@ -134,8 +142,12 @@ def test_card_with_hash_and_provenance_for_regenerated_weights():
 
 def test_generic_card_for_weights_outside_the_catalog():
     text = cards.render_model_card(
-        None, sha256=None, provenance={"recipe": "care_smoke", "method": "care", "world_size": 1},
-        architecture="resnet18", model_args={"num_classes": 0})
+        None,
+        sha256=None,
+        provenance={"recipe": "care_smoke", "method": "care", "world_size": 1},
+        architecture="resnet18",
+        model_args={"num_classes": 0},
+    )
     meta = _front_matter(text)
     assert meta["library_name"] == "timm" and meta["license"] == "other"
     assert "care" in meta["tags"]
@@ -155,15 +167,20 @@ def test_generic_card_counts_the_parameters_of_the_weights_it_describes(tmp_path
     from selfsup_zoo.hub import write_hub_folder
 
     weights = timm.create_model("resnet18", num_classes=0).state_dict()
-    assert sum(v.numel() for k, v in weights.items() if "running" not in k and "num_batches" not in k) == 11_176_512
-    folder = write_hub_folder(tmp_path / "r18", weights, architecture="resnet18", provenance={"method": "care"})
+    assert (
+        sum(v.numel() for k, v in weights.items() if "running" not in k and "num_batches" not in k)
+        == 11_176_512
+    )
+    folder = write_hub_folder(
+        tmp_path / "r18", weights, architecture="resnet18", provenance={"method": "care"}
+    )
     text = (folder.path / "README.md").read_text()
     assert "11,176,512" in text and "11,689,512" not in text
 
 
 def test_readme_table_has_one_row_per_checkpoint_between_the_markers():
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index(cards.TABLE_START):readme.index(cards.TABLE_END)]
+    section = readme[readme.index(cards.TABLE_START) : readme.index(cards.TABLE_END)]
     rows = [line for line in section.splitlines() if line.startswith("| [")]
     assert [row.split("]")[0][3:] for row in rows] == list(catalog.CATALOG)
     r50 = rows[0]
@@ -212,14 +229,24 @@ def test_hub_folder_readme_is_the_card_with_the_folder_hash(tmp_path):
     from selfsup_zoo import hub
 
     weights = timm.create_model("resnet50", num_classes=0).state_dict()
-    provenance = {"recipe": "care_resnet50.in1k_ep200", "commit": "9f8e7d6", "world_size": 8,
-                  "wall_time_h": 20.5}
-    folder = hub.write_hub_folder(tmp_path / "out", weights, architecture="resnet50",
-                                  checkpoint="care_resnet50.in1k_ep200", provenance=provenance)
+    provenance = {
+        "recipe": "care_resnet50.in1k_ep200",
+        "commit": "9f8e7d6",
+        "world_size": 8,
+        "wall_time_h": 20.5,
+    }
+    folder = hub.write_hub_folder(
+        tmp_path / "out",
+        weights,
+        architecture="resnet50",
+        checkpoint="care_resnet50.in1k_ep200",
+        provenance=provenance,
+    )
     readme = folder.readme_path.read_text(encoding="utf-8")
     entry = catalog.CATALOG["care_resnet50.in1k_ep200"]
-    assert readme == cards.render_model_card(entry, sha256=folder.sha256, provenance=provenance,
-                                             architecture="resnet50", model_args={})
+    assert readme == cards.render_model_card(
+        entry, sha256=folder.sha256, provenance=provenance, architecture="resnet50", model_args={}
+    )
     assert hub.file_sha256(folder.weights_path) in readme
     assert "| commit | `9f8e7d6` |" in readme and "not published yet" not in readme
     assert ModelCard(readme).data.license == "mit"

@@ -10,13 +10,15 @@ samples, near-one-hot attention softmax), so any re-ordering of the floating-poi
 and must match to 1e-5; the default fused ``"sdpa"`` path is checked to 1e-4 there (measured 6e-5), and to
 1e-5 on the better-conditioned cases (64 px, and batch 4 at 224 px in the slow test).
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
 import math
 import zlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -82,7 +84,12 @@ GOLDEN = {
         "tmap_sum": 599512.06,
         "pooled_sum": 8515.6240,
         "grad_norm": 6516.20848,
-        "grad_groups": {"encoder": 6513.3340, "trans": 192.43810, "fc1": 15.721991, "fc2": 13.168011},
+        "grad_groups": {
+            "encoder": 6513.3340,
+            "trans": 192.43810,
+            "fc1": 15.721991,
+            "fc2": 13.168011,
+        },
         "delta_norm": 651.62086,
         "per_sample": {
             "c1": [1.835373, 2.256113, 1.990978, 1.864547],
@@ -170,7 +177,9 @@ def _grad_stats(method: CareMethod) -> dict[str, Any]:
     }
 
 
-def _record(method: CareMethod, x1: torch.Tensor, x2: torch.Tensor, backward: bool) -> dict[str, Any]:
+def _record(
+    method: CareMethod, x1: torch.Tensor, x2: torch.Tensor, backward: bool
+) -> dict[str, Any]:
     method.zero_grad(set_to_none=True)
     out = method.compute(x1, x2)
     rec: dict[str, Any] = {k: out.terms[k].item() for k in LOSS_KEYS}
@@ -271,7 +280,9 @@ def _check_losses(rec: dict[str, Any], exp: dict[str, Any], tol: float) -> None:
         assert rel(rec["mse"][k], v) < tol * 10, (k, rec["mse"][k], v)
 
 
-def _check_details(rec: dict[str, Any], exp: dict[str, Any], streams: tuple[str, ...], atol: float) -> None:
+def _check_details(
+    rec: dict[str, Any], exp: dict[str, Any], streams: tuple[str, ...], atol: float
+) -> None:
     for k in streams:
         np.testing.assert_allclose(rec[k], exp[k], rtol=0, atol=atol, err_msg=k)
     assert rec["tmap_shape"] == exp["tmap_shape"]
@@ -392,7 +403,10 @@ def _tiny(**overrides: Any) -> CareMethod:
 
 def _batch(b: int = 4, size: int = 64, seed: int = 1) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"x1": torch.randn(b, 3, size, size, generator=g), "x2": torch.randn(b, 3, size, size, generator=g)}
+    return {
+        "x1": torch.randn(b, 3, size, size, generator=g),
+        "x2": torch.randn(b, 3, size, size, generator=g),
+    }
 
 
 @torch.no_grad()
@@ -437,7 +451,10 @@ def test_loss_composition_and_fea_scale() -> None:
     assert out.mse["q1"].requires_grad
     method.zero_grad(set_to_none=True)
     out.mse["q1"].backward()
-    assert method.student.fc2[0].weight.grad is None and method.student.trans.net[0].net[0].weight.grad is None
+    assert (
+        method.student.fc2[0].weight.grad is None
+        and method.student.trans.net[0].net[0].weight.grad is None
+    )
     assert method.student.fc1[0].weight.grad is not None
 
 
@@ -448,7 +465,9 @@ def test_weights_scale_terms() -> None:
         out = method.compute(b["x1"], b["x2"])
     t = out.terms
     torch.testing.assert_close(t["fea_loss"], 3.0 * sum(out.mse.values()))
-    torch.testing.assert_close(t["loss"], 0.5 * t["con_loss"] + 2.0 * t["con2_loss"] + t["fea_loss"])
+    torch.testing.assert_close(
+        t["loss"], 0.5 * t["con_loss"] + 2.0 * t["con2_loss"] + t["fea_loss"]
+    )
 
 
 def test_ema_touches_exactly_the_teacher_params() -> None:
@@ -463,7 +482,9 @@ def test_ema_touches_exactly_the_teacher_params() -> None:
     method.update_teacher(m)
     t_params = dict(method.teacher.named_parameters())
     student_params = {n for n, _ in method.student.named_parameters()}
-    predictor = {n for n in student_params if n.split(".")[0] in ("fc1", "fc2") and int(n.split(".")[1]) >= 4}
+    predictor = {
+        n for n in student_params if n.split(".")[0] in ("fc1", "fc2") and int(n.split(".")[1]) >= 4
+    }
     assert len(predictor) == 12  # Linear 4, BN 5, Linear 7 of each head
     assert set(t_params) == student_params - predictor
     assert {n for n, _, _ in method.ema_pairs()} == set(t_params)
@@ -505,7 +526,11 @@ def _official_attention(attn: TStreamAttention, x: torch.Tensor) -> torch.Tensor
     b, _, h, w = x.shape
     heads, d = attn.heads, attn.dim_head
     qkv = F.conv2d(x, attn.to_qkv.weight)
-    q_all, k_all, v_all = qkv[:, : heads * d], qkv[:, heads * d : 2 * heads * d], qkv[:, 2 * heads * d :]
+    q_all, k_all, v_all = (
+        qkv[:, : heads * d],
+        qkv[:, heads * d : 2 * heads * d],
+        qkv[:, 2 * heads * d :],
+    )
     pos = torch.stack(
         [attn.pos_emb.height[r] + attn.pos_emb.width[c] for r in range(h) for c in range(w)]
     )  # [h*w, d], token index r*w + c
@@ -529,8 +554,12 @@ def test_attention_matches_official_formula(impl: str) -> None:
     ref = _official_attention(attn, x)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     g = torch.randn_like(out)
-    grads = torch.autograd.grad(out, [x, attn.to_qkv.weight, attn.pos_emb.height, attn.pos_emb.width], g)
-    grads_ref = torch.autograd.grad(ref, [x, attn.to_qkv.weight, attn.pos_emb.height, attn.pos_emb.width], g)
+    grads = torch.autograd.grad(
+        out, [x, attn.to_qkv.weight, attn.pos_emb.height, attn.pos_emb.width], g
+    )
+    grads_ref = torch.autograd.grad(
+        ref, [x, attn.to_qkv.weight, attn.pos_emb.height, attn.pos_emb.width], g
+    )
     for a, r in zip(grads, grads_ref):
         torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5)
 
@@ -609,9 +638,17 @@ def test_convert_sync_batchnorm_keeps_tstream_local() -> None:
         assert [id(p) for p in method.parameters()] == params
         for enc in (method.student, method.teacher):
             for part in (enc.backbone, enc.fc1, enc.fc2):
-                kinds = {type(m) for m in part.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+                kinds = {
+                    type(m)
+                    for m in part.modules()
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                }
                 assert kinds == {nn.SyncBatchNorm}
-            kinds = {type(m) for m in enc.trans.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+            kinds = {
+                type(m)
+                for m in enc.trans.modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            }
             assert kinds == ({nn.SyncBatchNorm} if sync_tstream else {nn.BatchNorm2d})
         # single process: SyncBatchNorm falls back to plain batch norm, same numbers
         with torch.no_grad():
@@ -651,7 +688,10 @@ def test_official_checkpoint_round_trip(tmp_path) -> None:
     opt.step()
     sd = to_official_state_dict(src)
     assert all(k.startswith((STUDENT_PREFIX, TEACHER_PREFIX)) for k in sd)
-    assert "module.student_encoder.conv1.weight" in sd and "module.teacher_encoder.trans.net.0.net.3.to_qkv.weight" in sd
+    assert (
+        "module.student_encoder.conv1.weight" in sd
+        and "module.teacher_encoder.trans.net.0.net.3.to_qkv.weight" in sd
+    )
     assert all(from_official_key(official_key(k)) == k for k in src.state_dict())
     path = tmp_path / "last_epoch_ckpt.pth.tar"
     torch.save({"start_epoch": 7, "model": sd, "optimizer": opt.state_dict()}, path)

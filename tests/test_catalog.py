@@ -1,4 +1,5 @@
 """The catalog holds every checkpoint both papers report, with the facts each row needs."""
+
 import pytest
 
 from selfsup_zoo import catalog
@@ -8,13 +9,17 @@ def test_catalog_has_every_reported_checkpoint():
     care = [e for e in catalog.CATALOG.values() if e.method == "care" and e.num_classes == 0]
     assert len(care) == 16
     assert {(e.timm_arch, e.epochs) for e in care} == {
-        (a, ep) for a in ("resnet50", "wide_resnet50_2", "resnet101", "resnet152")
-        for ep in (100, 200, 400, 800)}
+        (a, ep)
+        for a in ("resnet50", "wide_resnet50_2", "resnet101", "resnet152")
+        for ep in (100, 200, 400, 800)
+    }
     assert "care_resnet50.in1k_ep100_lincls" in catalog.CATALOG
     assert catalog.CATALOG["care_resnet50.in1k_ep100_lincls"].num_classes == 1000
     sere = {e.name: e.timm_arch for e in catalog.CATALOG.values() if e.method == "sere"}
-    assert sere == {"sere_vit_small.in1k_ep100": "vit_small_patch16_224",
-                    "sere_vit_base.in1k_ep100": "vit_base_patch16_224"}
+    assert sere == {
+        "sere_vit_small.in1k_ep100": "vit_small_patch16_224",
+        "sere_vit_base.in1k_ep100": "vit_base_patch16_224",
+    }
 
 
 def test_reported_numbers_match_the_papers_readmes():
@@ -29,8 +34,12 @@ def test_reported_numbers_match_the_papers_readmes():
 
 def test_provenance_and_licences():
     released = {n for n, e in catalog.CATALOG.items() if e.upstream == catalog.OFFICIAL}
-    assert released == {"care_resnet50.in1k_ep100", "care_resnet50.in1k_ep100_lincls",
-                        "sere_vit_small.in1k_ep100", "sere_vit_base.in1k_ep100"}
+    assert released == {
+        "care_resnet50.in1k_ep100",
+        "care_resnet50.in1k_ep100_lincls",
+        "sere_vit_small.in1k_ep100",
+        "sere_vit_base.in1k_ep100",
+    }
     for entry in catalog.CATALOG.values():
         assert entry.license == ("mit" if entry.method == "care" else "cc-by-nc-sa-4.0")
         assert entry.hub_repo == f"{catalog.HF_ORG}/{entry.name}"

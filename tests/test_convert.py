@@ -4,6 +4,7 @@ The files follow the layouts of the specs: CARE pre-training checkpoint ``{start
 optimizer}`` with student/teacher encoders, T-stream and heads; CARE linear-evaluation model;
 SERE full checkpoint with ``student``/``teacher``, ``module.backbone.*``, heads and ``args``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,9 +15,9 @@ import re
 import pytest
 import timm
 import torch
+from conftest import last_json_line, run_python
 from safetensors.torch import load_file, save_file
 
-from conftest import last_json_line, run_python
 from selfsup_zoo import catalog
 from selfsup_zoo.convert import convert
 from selfsup_zoo.convert.__main__ import main as convert_main
@@ -55,8 +56,10 @@ def _resnet50(seed: int) -> torch.nn.Module:
 
 def _care_heads(prefix: str, predictor: bool) -> dict[str, torch.Tensor]:
     # Names from care.md §1.3/§3.3; small stand-in shapes (the converter drops them by name).
-    out = {f"{prefix}trans.layer.0.attn.qkv.weight": torch.randn(12, 4),
-           f"{prefix}trans.layer.0.norm1.running_mean": torch.zeros(4)}
+    out = {
+        f"{prefix}trans.layer.0.attn.qkv.weight": torch.randn(12, 4),
+        f"{prefix}trans.layer.0.norm1.running_mean": torch.zeros(4),
+    }
     for head in ("fc1", "fc2"):
         idx = (0, 1, 3, 4, 5, 7) if predictor else (0, 1, 3)
         for i in idx:
@@ -71,9 +74,10 @@ def _care_full_checkpoint(student, teacher, epochs: int) -> dict:
         prefix = f"module.{net}_encoder."
         model.update({prefix + k: v.clone() for k, v in enc.state_dict().items()})
         model.update(_care_heads(prefix, predictor=net == "student"))
-    optimizer = {"state": {0: {"momentum_buffer": torch.zeros(3)}},
-                 "param_groups": [{"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-6,
-                                   "params": [0]}]}
+    optimizer = {
+        "state": {0: {"momentum_buffer": torch.zeros(3)}},
+        "param_groups": [{"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-6, "params": [0]}],
+    }
     return {"start_epoch": epochs, "model": model, "optimizer": optimizer}
 
 
@@ -86,11 +90,14 @@ def _inputs(tmp_path, size: int):
 
 def _check_plain_timm_routes(tmp_path, hf_cache, folder, repo, x_path, expected):
     """local-dir: and hf-hub: in a child process that never imports selfsup_zoo."""
-    hf_cache(repo, {"config.json": folder / "config.json",
-                    "model.safetensors": folder / "model.safetensors"})
+    hf_cache(
+        repo,
+        {"config.json": folder / "config.json", "model.safetensors": folder / "model.safetensors"},
+    )
     out = tmp_path / "y.safetensors"
-    proc = run_python(_PLAIN_TIMM, str(folder), repo, str(x_path), str(out), with_zoo=False,
-                      cwd=tmp_path)
+    proc = run_python(
+        _PLAIN_TIMM, str(folder), repo, str(x_path), str(out), with_zoo=False, cwd=tmp_path
+    )
     assert last_json_line(proc) == {"zoo_imported": False}
     y = load_file(out)
     assert torch.equal(y["local_dir"], expected) and torch.equal(y["hf_hub"], expected)
@@ -115,18 +122,25 @@ def test_care_pretraining_checkpoint_round_trip(tmp_path, weights_dir, hf_cache,
         expected = student(x)
         assert not torch.equal(teacher(x), expected)
         # Explicit file, then the local weights directory that --install filled.
-        by_file = timm.create_model("care_resnet50", pretrained=True, pretrained_cfg_overlay=dict(
-            file=str(out / "model.safetensors"))).eval()
+        by_file = timm.create_model(
+            "care_resnet50",
+            pretrained=True,
+            pretrained_cfg_overlay=dict(file=str(out / "model.safetensors")),
+        ).eval()
         assert torch.equal(by_file(x), expected)
         assert (weights_dir / "care_resnet50.in1k_ep100" / "model.safetensors").is_file()
         by_dir = timm.create_model("care_resnet50.in1k_ep100", pretrained=True).eval()
         assert torch.equal(by_dir(x), expected)
         # A Hub repo in the (offline, hand-built) Hugging Face cache.
-        hf_cache("test-org/care_resnet50.in1k_ep100",
-                 {"model.safetensors": out / "model.safetensors"})
+        hf_cache(
+            "test-org/care_resnet50.in1k_ep100", {"model.safetensors": out / "model.safetensors"}
+        )
         os.remove(weights_dir / "care_resnet50.in1k_ep100" / "model.safetensors")
-        by_hub = timm.create_model("care_resnet50", pretrained=True, pretrained_cfg_overlay=dict(
-            hf_hub_id="test-org/care_resnet50.in1k_ep100")).eval()
+        by_hub = timm.create_model(
+            "care_resnet50",
+            pretrained=True,
+            pretrained_cfg_overlay=dict(hf_hub_id="test-org/care_resnet50.in1k_ep100"),
+        ).eval()
         assert torch.equal(by_hub(x), expected)
     _check_plain_timm_routes(tmp_path, hf_cache, out, "test-org/care-r50-plain", x_path, expected)
 
@@ -148,16 +162,27 @@ def test_care_linear_eval_model_folds_batchnorm_into_fc(tmp_path):
     state.update({f"module.classifier.0.{k}": v for k, v in linear.state_dict().items()})
     state.update({f"module.classifier.1.{k}": v for k, v in bn.state_dict().items()})
     src = tmp_path / "linear_eval_best_ckpt.pth.tar"
-    torch.save({"start_epoch": 80, "classifier": state, "best_top1": 72.0, "_best_top5": 90.0,
-                "best_top1_epoch": 80, "optimizer": {"state": {}, "param_groups": []}}, src)
+    torch.save(
+        {
+            "start_epoch": 80,
+            "classifier": state,
+            "best_top1": 72.0,
+            "_best_top5": 90.0,
+            "best_top1_epoch": 80,
+            "optimizer": {"state": {}, "param_groups": []},
+        },
+        src,
+    )
 
     assert convert_main(["care", str(src), str(tmp_path / "hub")]) == 0
     config = json.loads((tmp_path / "hub" / "config.json").read_text())
     assert config["selfsup_zoo"]["checkpoint"] == "care_resnet50.in1k_ep100_lincls"
     assert config["num_classes"] == 1000 and config["pretrained_cfg"]["tag"] == "in1k_ep100_lincls"
-    model = timm.create_model("care_resnet50.in1k_ep100_lincls", pretrained=True,
-                              pretrained_cfg_overlay=dict(
-                                  file=str(tmp_path / "hub" / "model.safetensors"))).eval()
+    model = timm.create_model(
+        "care_resnet50.in1k_ep100_lincls",
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=str(tmp_path / "hub" / "model.safetensors")),
+    ).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         official = bn(linear(encoder(x)))
@@ -183,8 +208,12 @@ def test_care_architecture_detection_and_mismatch(tmp_path, capsys):
     assert result.arch == "care_resnet101" and result.checkpoint is None
     assert result.candidates == [f"care_resnet101.in1k_ep{e}" for e in (100, 200, 400, 800)]
 
-    assert convert_main(["care", str(src), str(tmp_path / "hub"),
-                         "--checkpoint", "care_resnet50.in1k_ep100"]) == 1
+    assert (
+        convert_main(
+            ["care", str(src), str(tmp_path / "hub"), "--checkpoint", "care_resnet50.in1k_ep100"]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "does not fit care_resnet50.in1k_ep100" in err and "layer3.6.conv1.weight" in err
     assert not (tmp_path / "hub").exists()
@@ -216,11 +245,17 @@ def _sere_full_checkpoint(teacher_vit, student_vit, epoch: int) -> dict:
             sd[f"module.head.{last}.weight_g"] = torch.ones(64, 1)
             sd[f"module.head.{last}.weight_v"] = torch.randn(64, 16)
         nets[net] = sd
-    args = argparse.Namespace(arch="vit_small", patch_size=16, out_dim=8192, epochs=100,
-                              use_fp16=True, lr=5e-4)
-    return dict(nets, optimizer={"state": {}, "param_groups": []}, epoch=epoch, args=args,
-                ibot_loss={"center": torch.zeros(1, 64)},
-                fp16_scaler={"scale": 65536.0, "growth_factor": 2.0})
+    args = argparse.Namespace(
+        arch="vit_small", patch_size=16, out_dim=8192, epochs=100, use_fp16=True, lr=5e-4
+    )
+    return dict(
+        nets,
+        optimizer={"state": {}, "param_groups": []},
+        epoch=epoch,
+        args=args,
+        ibot_loss={"center": torch.zeros(1, 64)},
+        fp16_scaler={"scale": 65536.0, "growth_factor": 2.0},
+    )
 
 
 def test_sere_full_checkpoint_round_trip(tmp_path, hf_cache, capsys):
@@ -239,8 +274,11 @@ def test_sere_full_checkpoint_round_trip(tmp_path, hf_cache, capsys):
     x, x_path = _inputs(tmp_path, 224)
     with torch.no_grad():
         expected = teacher(x)
-        model = timm.create_model("sere_vit_small", pretrained=True, pretrained_cfg_overlay=dict(
-            file=str(out / "model.safetensors"))).eval()
+        model = timm.create_model(
+            "sere_vit_small",
+            pretrained=True,
+            pretrained_cfg_overlay=dict(file=str(out / "model.safetensors")),
+        ).eval()
         assert torch.equal(model(x), expected)
     _check_plain_timm_routes(tmp_path, hf_cache, out, "test-org/sere-vits-plain", x_path, expected)
 
@@ -267,11 +305,14 @@ def test_sere_wrong_architecture_and_finetuned_files(tmp_path, capsys):
 
     vitb = _expanded(expected_shapes("vit_base_patch16_224"))
     src = tmp_path / "vitb.pth"
-    torch.save({"teacher": {f"module.backbone.{k}": v for k, v in vitb.items()}, "epoch": 100},
-               src)
+    torch.save({"teacher": {f"module.backbone.{k}": v for k, v in vitb.items()}, "epoch": 100}, src)
     assert convert("sere", src).arch == "sere_vit_base"
-    assert convert_main(["sere", str(src), str(tmp_path / "hub"),
-                         "--checkpoint", "sere_vit_small.in1k_ep100"]) == 1
+    assert (
+        convert_main(
+            ["sere", str(src), str(tmp_path / "hub"), "--checkpoint", "sere_vit_small.in1k_ep100"]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "pos_embed (1, 197, 768) (expected (1, 197, 384))" in err
     with pytest.raises(ArchitectureMismatchError):
@@ -311,7 +352,11 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path, capsys, method
 def test_unknown_checkpoint_names_get_suggestions(tmp_path, capsys):
     src = tmp_path / "x.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, src)
-    assert convert_main(["care", str(src), str(tmp_path / "hub"),
-                         "--checkpoint", "care_resnet50.in1k_ep10"]) == 1
+    assert (
+        convert_main(
+            ["care", str(src), str(tmp_path / "hub"), "--checkpoint", "care_resnet50.in1k_ep10"]
+        )
+        == 1
+    )
     assert "Did you mean 'care_resnet50.in1k_ep100'" in capsys.readouterr().err
     assert catalog.get_entry("care_resnet50").name == "care_resnet50.in1k_ep100"

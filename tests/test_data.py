@@ -1,4 +1,5 @@
 """Tests of the data pipeline (selfsup_zoo.training.data). Small images keep the file under ~15 s."""
+
 from __future__ import annotations
 
 import logging
@@ -72,14 +73,24 @@ def test_care_view_ops_run_in_the_official_order() -> None:
     from selfsup_zoo.training.data import _interp
 
     img = torch.from_numpy(_noise(40, 50, 1)).permute(2, 0, 1).contiguous()
-    views = CareViews(size=24, scale=(0.3, 1.0), jitter_p=0.0, grayscale_p=1.0, blur_p=1.0,
-                      solarize_p=0.0, flip_p=1.0, sigma=(1.0, 2.0))
+    views = CareViews(
+        size=24,
+        scale=(0.3, 1.0),
+        jitter_p=0.0,
+        grayscale_p=1.0,
+        blur_p=1.0,
+        solarize_p=0.0,
+        flip_p=1.0,
+        sigma=(1.0, 2.0),
+    )
     out = _apply(views, img, seed=3)
     rng = random.Random(3)
     kernel = views.views[0].kernel
     for key in ("x1", "x2"):
         x0, y0, w, h = sample_crop_box(rng, 40, 50, (0.3, 1.0), views.ratio)
-        crop = TF.resized_crop(img, y0, x0, h, w, [24, 24], interpolation=_interp("bilinear"), antialias=True)
+        crop = TF.resized_crop(
+            img, y0, x0, h, w, [24, 24], interpolation=_interp("bilinear"), antialias=True
+        )
         assert rng.random() < 1.0
         sigma = rng.uniform(1.0, 2.0)
         official = TF.rgb_to_grayscale(TF.gaussian_blur(crop, [kernel, kernel], [sigma, sigma]), 3)
@@ -124,7 +135,10 @@ def test_sere_views_shapes_and_collate() -> None:
     assert torch.equal(batch["masks"][0, 2], again["masks"][0])
 
     no_locals = SereViews(**{**SMALL_SERE, "local_crops": 0})(img, random.Random(0), 0)
-    assert no_locals["local_crops"].shape == (0, 3, 16, 16) and no_locals["local_boxes"].shape == (0, 5)
+    assert no_locals["local_crops"].shape == (0, 3, 16, 16) and no_locals["local_boxes"].shape == (
+        0,
+        5,
+    )
     assert collate_views([no_locals, no_locals])["local_crops"].shape == (0, 2, 3, 16, 16)
 
 
@@ -193,7 +207,9 @@ def test_dataloader_workers_and_resume_give_identical_batches(digits_root: Path)
     order = list(range(0, 60, 3))
 
     def batches(num_workers: int, indices: list[int]) -> list[dict]:
-        loader = DataLoader(ds, batch_size=4, sampler=indices, num_workers=num_workers, collate_fn=collate_views)
+        loader = DataLoader(
+            ds, batch_size=4, sampler=indices, num_workers=num_workers, collate_fn=collate_views
+        )
         return list(loader)
 
     serial = batches(0, order)
@@ -228,7 +244,9 @@ def test_grayscale_and_rgba_become_rgb(tmp_path: Path) -> None:
     assert torch.equal(g[0], torch.from_numpy(gray)) and torch.equal(g[0], g[2])
     # Sorted file order: rgb.jpg before rgba.png.
     c = ds[2]["image"]
-    assert c.shape == (3, 12, 14) and torch.equal(c, torch.from_numpy(rgba[..., :3]).permute(2, 0, 1))
+    assert c.shape == (3, 12, 14) and torch.equal(
+        c, torch.from_numpy(rgba[..., :3]).permute(2, 0, 1)
+    )
 
 
 @pytest.fixture()
@@ -245,7 +263,9 @@ def folder_with_corrupt_files(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_corrupt_files_are_replaced_and_counted(folder_with_corrupt_files: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_corrupt_files_are_replaced_and_counted(
+    folder_with_corrupt_files: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     ds = ImageFolderDataset(folder_with_corrupt_files, CareViews(size=12), seed=0)
     assert len(ds) == 5
     with caplog.at_level(logging.WARNING, logger="selfsup_zoo.training.data"):
@@ -258,14 +278,18 @@ def test_corrupt_files_are_replaced_and_counted(folder_with_corrupt_files: Path,
     assert not torch.equal(batch["x1"][1], batch["x1"][3])
     assert torch.equal(batch["x1"][1], batch["x1"][5])
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warned) == 2 and any("1.jpg" in m for m in warned) and any("2.png" in m for m in warned)
+    assert (
+        len(warned) == 2 and any("1.jpg" in m for m in warned) and any("2.png" in m for m in warned)
+    )
     # The substituted image is exactly the next readable file.
     raw = ImageFolderDataset(folder_with_corrupt_files, None)
     assert torch.equal(raw[2]["image"], raw[3]["image"]) and raw[2]["num_replaced"] == 1
 
 
 def test_corrupt_file_wraps_around(folder_with_corrupt_files: Path) -> None:
-    (folder_with_corrupt_files / "dog" / "4.png").write_bytes(b"")  # last file unreadable -> index 0
+    (folder_with_corrupt_files / "dog" / "4.png").write_bytes(
+        b""
+    )  # last file unreadable -> index 0
     ds = ImageFolderDataset(folder_with_corrupt_files, None)
     assert torch.equal(ds[4]["image"], ds[0]["image"]) and ds[4]["label"] == 0
 
@@ -310,7 +334,11 @@ def test_sere_boxes_match_crops() -> None:
     img[0] = torch.arange(width, dtype=torch.uint8)[None, :]  # red encodes x
     img[1] = torch.arange(height, dtype=torch.uint8)[:, None]  # green encodes y
     plain = dict(
-        jitter_p=0.0, grayscale_p=0.0, global_blur_p=(0.0, 0.0), local_blur_p=0.0, global_solarize_p=(0.0, 0.0)
+        jitter_p=0.0,
+        grayscale_p=0.0,
+        global_blur_p=(0.0, 0.0),
+        local_blur_p=0.0,
+        global_solarize_p=(0.0, 0.0),
     )
     views = SereViews(global_size=32, local_size=16, patch_size=8, local_crops=6, **plain)
     flips = set()
@@ -396,7 +424,9 @@ def test_random_mask_exact_count() -> None:
 
 
 def test_sere_mask_ratio_schedule() -> None:
-    views = SereViews(global_size=56, local_size=16, patch_size=4, local_crops=0, pred_start_epoch=2)
+    views = SereViews(
+        global_size=56, local_size=16, patch_size=4, local_crops=0, pred_start_epoch=2
+    )
     rng = random.Random(0)
     ratios = [views.mask_ratio(rng, epoch=5) for _ in range(2000)]
     zeros = sum(r == 0 for r in ratios)
@@ -408,7 +438,15 @@ def test_sere_mask_ratio_schedule() -> None:
     late = torch.stack([views(img, random.Random(s), 2)["masks"] for s in range(20)])
     assert late.any() and late.shape == (20, 2, 14, 14)
     assert (late.flatten(2).sum(-1) <= 0.5 * 196).all()
-    rand = SereViews(global_size=56, local_size=16, patch_size=4, local_crops=0, pred_ratio=0.25, pred_ratio_var=0.0, pred_shape="rand")
+    rand = SereViews(
+        global_size=56,
+        local_size=16,
+        patch_size=4,
+        local_crops=0,
+        pred_ratio=0.25,
+        pred_ratio_var=0.0,
+        pred_shape="rand",
+    )
     assert (rand(img, random.Random(0), 0)["masks"].flatten(1).sum(-1) == 49).all()
     with pytest.raises(ValueError, match="multiple of patch_size"):
         SereViews(global_size=30, patch_size=16)
@@ -431,7 +469,12 @@ def test_materialize_digits(tmp_path: Path) -> None:
         assert sorted(p.name for p in (root / split).iterdir()) == [str(d) for d in range(10)]
     ds = ImageFolderDataset(root / "train", None)
     img = ds[0]["image"]
-    assert img.shape == (3, 12, 12) and torch.equal(img[0], img[1]) and img.max() > 100 and img.min() < 30
+    assert (
+        img.shape == (3, 12, 12)
+        and torch.equal(img[0], img[1])
+        and img.max() > 100
+        and img.min() < 30
+    )
     # Idempotent: a second call rewrites nothing.
     probe = next((root / "train" / "0").iterdir())
     stamp = probe.stat().st_mtime_ns
@@ -446,7 +489,10 @@ def test_materialize_digits(tmp_path: Path) -> None:
     materialize_digits(root, size=12)
     assert _count(root) == counts and not (root / "train" / "3" / "stray.png").exists()
     # No validation split: all 1797 in train.
-    assert _count(materialize_digits(tmp_path / "all", size=8, val_every=0)) == {"train": 1797, "val": 0}
+    assert _count(materialize_digits(tmp_path / "all", size=8, val_every=0)) == {
+        "train": 1797,
+        "val": 0,
+    }
 
 
 def test_resolve_data_root(tmp_path: Path, digits_root: Path) -> None:

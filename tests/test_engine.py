@@ -2,6 +2,7 @@
 
 Runtime on 2 shared CPU cores: about 1-2 minutes for the whole file.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,17 +15,27 @@ from pathlib import Path
 
 import pytest
 import torch
+from _engine_utils import (
+    ROOT,
+    TINY_SERE,
+    digits_folder,
+    reproduce_cmd,
+    run,
+    subprocess_env,
+    tensors_equal,
+)
 
 from selfsup_zoo.hub import file_sha256
 from selfsup_zoo.training.engine import (
-    CheckpointError, NonFiniteLossError, StepSampler, find_latest_checkpoint, list_checkpoints,
-    load_checkpoint, train,
+    CheckpointError,
+    NonFiniteLossError,
+    StepSampler,
+    find_latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    train,
 )
 from selfsup_zoo.training.recipe import load_recipe
-
-from _engine_utils import (
-    ROOT, TINY_SERE, digits_folder, reproduce_cmd, run, subprocess_env, tensors_equal,
-)
 
 
 @pytest.fixture(scope="module")
@@ -74,18 +85,39 @@ def test_run_logs_checkpoints_and_counts_corrupt_images(tmp_path, images, cache)
     data = tmp_path / "data"
     shutil.copytree(images, data)
     (data / "3" / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    recipe = load_recipe("smoke_sere", tiny(data, "engine.epochs=1", "engine.keep_last=2",
-                                            "engine.ckpt_every_steps=2", f'data.cache_dir="{cache}"'))
+    recipe = load_recipe(
+        "smoke_sere",
+        tiny(
+            data,
+            "engine.epochs=1",
+            "engine.keep_last=2",
+            "engine.ckpt_every_steps=2",
+            f'data.cache_dir="{cache}"',
+        ),
+    )
     res = train(recipe, tmp_path / "run")
     assert res.step == res.total_steps == 6  # 49 images // 8
     assert res.num_replaced >= 1  # the broken file was drawn once in the epoch and replaced
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     last = rows[-1]
-    for key in ("lr", "wd", "momentum", "loss", "cls", "patch", "spatial", "channel", "images_per_s"):
+    for key in (
+        "lr",
+        "wd",
+        "momentum",
+        "loss",
+        "cls",
+        "patch",
+        "spatial",
+        "channel",
+        "images_per_s",
+    ):
         assert key in last
     assert last["num_replaced"] == res.num_replaced
-    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_000000004.pt", "step_000000006.pt"]
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == [
+        "step_000000004.pt",
+        "step_000000006.pt",
+    ]
     state = load_checkpoint(res.last_checkpoint)  # weights_only=True
     assert state["step"] == 6 and json.loads(state["recipe"])["name"] == "smoke_sere"
     assert json.loads((tmp_path / "run" / "recipe.json").read_text())["engine"]["global_batch"] == 8
@@ -95,9 +127,17 @@ def test_run_logs_checkpoints_and_counts_corrupt_images(tmp_path, images, cache)
 
 
 def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, images, cache):
-    recipe = load_recipe("smoke_sere", tiny(images, "optim.base_lr=1e30", "optim.warmup_epochs=0",
-                                            "optim.clip_mode=\"none\"", "engine.ckpt_every_steps=1",
-                                            f'data.cache_dir="{cache}"'))
+    recipe = load_recipe(
+        "smoke_sere",
+        tiny(
+            images,
+            "optim.base_lr=1e30",
+            "optim.warmup_epochs=0",
+            'optim.clip_mode="none"',
+            "engine.ckpt_every_steps=1",
+            f'data.cache_dir="{cache}"',
+        ),
+    )
     with pytest.raises(NonFiniteLossError) as err:
         train(recipe, tmp_path / "run")
     msg = str(err.value)
@@ -111,14 +151,27 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, images,
 
 
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, images, cache):
-    common = ["--set", *tiny(images, "engine.ckpt_every_steps=2", "engine.keep_last=10", "data.workers=1",
-                             f'data.cache_dir="{cache}"')]
+    common = [
+        "--set",
+        *tiny(
+            images,
+            "engine.ckpt_every_steps=2",
+            "engine.keep_last=10",
+            "data.workers=1",
+            f'data.cache_dir="{cache}"',
+        ),
+    ]
     ref = run(reproduce_cmd("smoke_sere", "--output-dir", str(tmp_path / "ref"), *common))
     assert ref.returncode == 0, ref.stderr[-3000:]
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(reproduce_cmd("smoke_sere", "--output-dir", str(out), *common), cwd=ROOT,
-                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        reproduce_cmd("smoke_sere", "--output-dir", str(out), *common),
+        cwd=ROOT,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     target = out / "smoke_sere" / "checkpoints" / "step_000000004.pt"  # mid epoch 0 (6 steps/epoch)
     deadline = time.time() + 240
     while not target.exists() and proc.poll() is None and time.time() < deadline:
@@ -128,7 +181,9 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, images, cache)
     latest = list_checkpoints(out / "smoke_sere")[-1]
     assert load_checkpoint(latest)["step"] < 12, "the run was killed before its end"
 
-    resumed = run(reproduce_cmd("smoke_sere", "--output-dir", str(out), "--resume", "auto", *common))
+    resumed = run(
+        reproduce_cmd("smoke_sere", "--output-dir", str(out), "--resume", "auto", *common)
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = load_checkpoint(tmp_path / "ref" / "smoke_sere" / "checkpoints" / "step_000000012.pt")
     b = load_checkpoint(out / "smoke_sere" / "checkpoints" / "step_000000012.pt")
@@ -141,8 +196,12 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, images, cache)
 
 
 def test_truncated_newest_checkpoint_falls_back_to_previous(tmp_path, images, cache):
-    recipe = load_recipe("smoke_sere", tiny(images, "engine.max_steps=2", "engine.ckpt_every_steps=2",
-                                            f'data.cache_dir="{cache}"'))
+    recipe = load_recipe(
+        "smoke_sere",
+        tiny(
+            images, "engine.max_steps=2", "engine.ckpt_every_steps=2", f'data.cache_dir="{cache}"'
+        ),
+    )
     train(recipe, tmp_path / "run")
     good = list_checkpoints(tmp_path / "run")[-1]
     assert good.name == "step_000000002.pt"
@@ -151,8 +210,12 @@ def test_truncated_newest_checkpoint_falls_back_to_previous(tmp_path, images, ca
     good.with_name("step_000000004.pt").write_bytes(truncated)
     path, state = find_latest_checkpoint(tmp_path / "run")
     assert path == good and state["step"] == 2
-    recipe4 = load_recipe("smoke_sere", tiny(images, "engine.max_steps=3", "engine.ckpt_every_steps=2",
-                                             f'data.cache_dir="{cache}"'))
+    recipe4 = load_recipe(
+        "smoke_sere",
+        tiny(
+            images, "engine.max_steps=3", "engine.ckpt_every_steps=2", f'data.cache_dir="{cache}"'
+        ),
+    )
     res = train(recipe4, tmp_path / "run", resume="auto")
     assert res.step == 3  # resumed from step 2, not from the damaged step-4 file
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "step_000000003.pt")["step"] == 3
@@ -165,9 +228,13 @@ def test_truncated_newest_checkpoint_falls_back_to_previous(tmp_path, images, ca
 
 # CARE's tiny smoke model, shrunk further so that two processes x 4 steps stay quick.
 TINY_CARE = [
-    "method.tstream_dim_out=64", "method.hidden_dim=64", "method.out_dim=16",
+    "method.tstream_dim_out=64",
+    "method.hidden_dim=64",
+    "method.out_dim=16",
     "optim.base_lr=0.04",
-    "engine.global_batch=8", "engine.log_every=1", "engine.progress=false",
+    "engine.global_batch=8",
+    "engine.log_every=1",
+    "engine.progress=false",
     "engine.export_at_end=false",
 ]
 EQUIVALENCE_CASES = {
@@ -180,8 +247,11 @@ EQUIVALENCE_CASES = {
     # over 1x1 maps of 8 images) amplifies float noise fast: one process run with 1 vs 2 threads
     # drifts apart by 0.4 / 72 / 771 times this test's weight tolerance after steps 2 / 3 / 4,
     # while 1 vs 2 processes drift by 0.014 / 0.30 / 15 (measured); so CARE is compared over 3 steps.
-    "smoke_care": ([*TINY_CARE, "method.sync_tstream_bn=true"],
-                   ("loss", "con_loss", "con2_loss", "fea_loss"), 3),
+    "smoke_care": (
+        [*TINY_CARE, "method.sync_tstream_bn=true"],
+        ("loss", "con_loss", "con2_loss", "fea_loss"),
+        3,
+    ),
 }
 
 
@@ -196,15 +266,33 @@ def test_two_gloo_processes_match_one_process(tmp_path, images, cache, recipe):
     3 steps (see EQUIVALENCE_CASES for why CARE runs fewer steps at a lower lr).
     """
     overrides, keys, steps = EQUIVALENCE_CASES[recipe]
-    common = ["--set", *overrides, f'data.root="{images}"', "data.workers=0",
-              f"engine.max_steps={steps}", f'data.cache_dir="{cache}"']
+    common = [
+        "--set",
+        *overrides,
+        f'data.root="{images}"',
+        "data.workers=0",
+        f"engine.max_steps={steps}",
+        f'data.cache_dir="{cache}"',
+    ]
     one = run(reproduce_cmd(recipe, "--output-dir", str(tmp_path / "one"), *common))
     assert one.returncode == 0, one.stderr[-3000:]
-    two = run(reproduce_cmd(recipe, "--output-dir", str(tmp_path / "two"), *common,
-                            "engine.per_device_batch=4", nproc=2))
+    two = run(
+        reproduce_cmd(
+            recipe,
+            "--output-dir",
+            str(tmp_path / "two"),
+            *common,
+            "engine.per_device_batch=4",
+            nproc=2,
+        )
+    )
     assert two.returncode == 0, two.stderr[-3000:]
-    rows1 = [json.loads(r) for r in (tmp_path / "one" / recipe / "log.jsonl").read_text().splitlines()]
-    rows2 = [json.loads(r) for r in (tmp_path / "two" / recipe / "log.jsonl").read_text().splitlines()]
+    rows1 = [
+        json.loads(r) for r in (tmp_path / "one" / recipe / "log.jsonl").read_text().splitlines()
+    ]
+    rows2 = [
+        json.loads(r) for r in (tmp_path / "two" / recipe / "log.jsonl").read_text().splitlines()
+    ]
     assert [r["step"] for r in rows1] == [r["step"] for r in rows2] == list(range(1, steps + 1))
     for r1, r2 in zip(rows1, rows2):
         for key in keys:
@@ -226,9 +314,20 @@ def test_two_gloo_processes_match_one_process(tmp_path, images, cache, recipe):
 def test_smoke_care_exports_a_hub_folder_that_plain_timm_loads(tmp_path, images, cache):
     """The README's smoke job (shortened to 3 steps at batch 8) end to end, then the hub folder
     loaded by plain timm in a fresh interpreter that never imports selfsup_zoo."""
-    out = run(reproduce_cmd("smoke_care", "--output-dir", str(tmp_path), "--set", f'data.root="{images}"',
-                            f'data.cache_dir="{cache}"', "data.workers=0", "engine.global_batch=8",
-                            "engine.max_steps=3", "engine.progress=false"))
+    out = run(
+        reproduce_cmd(
+            "smoke_care",
+            "--output-dir",
+            str(tmp_path),
+            "--set",
+            f'data.root="{images}"',
+            f'data.cache_dir="{cache}"',
+            "data.workers=0",
+            "engine.global_batch=8",
+            "engine.max_steps=3",
+            "engine.progress=false",
+        )
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     folder = tmp_path / "smoke_care" / "export"
     assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in folder.iterdir()}
@@ -237,8 +336,15 @@ def test_smoke_care_exports_a_hub_folder_that_plain_timm_loads(tmp_path, images,
     cfg = json.loads((folder / "config.json").read_text())["pretrained_cfg"]
     assert cfg["input_size"] == [3, 32, 32] and cfg["interpolation"] == "bilinear"
     # The weights are the trained student encoder's, and export from the checkpoint gives the same file.
-    again = run([sys.executable, "-m", "selfsup_zoo.training.export", str(tmp_path / "smoke_care"),
-                 str(tmp_path / "again")])
+    again = run(
+        [
+            sys.executable,
+            "-m",
+            "selfsup_zoo.training.export",
+            str(tmp_path / "smoke_care"),
+            str(tmp_path / "again"),
+        ]
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout)["sha256"] == file_sha256(folder / "model.safetensors")
 
@@ -252,7 +358,9 @@ def _plain_timm_forward(folder: Path, cwd: Path) -> list[str]:
         "assert not any(k.startswith('selfsup_zoo') for k in sys.modules)\n"
         "print(type(m).__name__, tuple(m(torch.zeros(2, 3, 32, 32)).shape))\n"
     )
-    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120, cwd=cwd)
+    loaded = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     return loaded.stdout.split()
 
@@ -266,13 +374,26 @@ def test_smoke_sere_trains_and_exports_the_teacher_as_a_hub_folder(tmp_path, cac
     barely moves (6.33 -> 6.14) and the features do not beat a random init on k-NN: the limitation
     stated in smoke_sere.toml, which also says why the recipe's centre momentum is 0.5.
     """
-    out = run(reproduce_cmd("smoke_sere", "--output-dir", str(tmp_path), "--set", f'data.cache_dir="{cache}"',
-                            "data.workers=0", "engine.log_every=1", "engine.progress=false"))
+    out = run(
+        reproduce_cmd(
+            "smoke_sere",
+            "--output-dir",
+            str(tmp_path),
+            "--set",
+            f'data.cache_dir="{cache}"',
+            "data.workers=0",
+            "engine.log_every=1",
+            "engine.progress=false",
+        )
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [json.loads(r) for r in (tmp_path / "smoke_sere" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 133))
     for r in rows:
-        assert all(r[k] == r[k] and abs(r[k]) < 1e3 for k in ("loss", "cls", "patch", "spatial", "channel"))
+        assert all(
+            r[k] == r[k] and abs(r[k]) < 1e3 for k in ("loss", "cls", "patch", "spatial", "channel")
+        )
+
     def mean(key, part):
         return sum(r[key] for r in part) / len(part)
 
@@ -288,8 +409,15 @@ def test_smoke_sere_trains_and_exports_the_teacher_as_a_hub_folder(tmp_path, cac
 
     weights = load_file(str(folder / "model.safetensors"))
     state = load_checkpoint(list_checkpoints(tmp_path / "smoke_sere")[-1])
-    teacher = {k[len("teacher.backbone."):]: v for k, v in state["method"].items()
-               if k.startswith("teacher.backbone.")}
-    assert weights.keys() == teacher.keys() and all(torch.equal(weights[k], teacher[k]) for k in weights)
+    teacher = {
+        k[len("teacher.backbone.") :]: v
+        for k, v in state["method"].items()
+        if k.startswith("teacher.backbone.")
+    }
+    assert weights.keys() == teacher.keys() and all(
+        torch.equal(weights[k], teacher[k]) for k in weights
+    )
     cfg = json.loads((folder / "config.json").read_text())
-    assert cfg["architecture"] == "vit_tiny_patch16_224" and cfg["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    assert cfg["architecture"] == "vit_tiny_patch16_224" and cfg["pretrained_cfg"][
+        "input_size"
+    ] == [3, 32, 32]

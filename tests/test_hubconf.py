@@ -1,4 +1,5 @@
 """hubconf.py: one torch.hub entrypoint per zoo architecture, loading through timm and the zoo."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -58,8 +59,13 @@ def _random_weights(timm_arch: str, seed: int) -> dict[str, torch.Tensor]:
 def test_entrypoints_are_exactly_the_catalog_architectures(hubconf):
     assert _public_callables(hubconf) == set(catalog.architectures())
     assert set(catalog.architectures()) == {
-        "care_resnet50", "care_wide_resnet50_2", "care_resnet101", "care_resnet152",
-        "sere_vit_small", "sere_vit_base"}
+        "care_resnet50",
+        "care_wide_resnet50_2",
+        "care_resnet101",
+        "care_resnet152",
+        "sere_vit_small",
+        "sere_vit_base",
+    }
 
 
 def test_dependencies_are_import_names_that_resolve(hubconf):
@@ -178,24 +184,44 @@ def test_pretrained_loads_from_an_offline_hub_cache_and_misses_fail_clearly(tmp_
     weights_file = tmp_path / "expected.safetensors"
     save_file(weights, str(weights_file))
     entry = catalog.CATALOG["care_resnet50.in1k_ep100"]
-    config = {"architecture": "resnet50", "num_classes": 0, "num_features": 2048,
-              "global_pool": "avg", "pretrained_cfg": {
-                  k: v for k, v in entry.pretrained_cfg().items()
-                  if k not in ("hf_hub_id", "hf_hub_filename")}}
+    config = {
+        "architecture": "resnet50",
+        "num_classes": 0,
+        "num_features": 2048,
+        "global_pool": "avg",
+        "pretrained_cfg": {
+            k: v
+            for k, v in entry.pretrained_cfg().items()
+            if k not in ("hf_hub_id", "hf_hub_filename")
+        },
+    }
     hf_home = tmp_path / "hf_home"
-    _hand_built_cache(hf_home, mirror, {
-        "config.json": json.dumps(config).encode(),
-        "model.safetensors": weights_file.read_bytes(),
-    })
-    env = dict(os.environ, HF_HOME=str(hf_home), HF_HUB_OFFLINE="1",
-               SELFSUP_ZOO_WEIGHTS=str(tmp_path / "no_local_weights"),
-               TORCH_HOME=str(tmp_path / "torch_home"))
+    _hand_built_cache(
+        hf_home,
+        mirror,
+        {
+            "config.json": json.dumps(config).encode(),
+            "model.safetensors": weights_file.read_bytes(),
+        },
+    )
+    env = dict(
+        os.environ,
+        HF_HOME=str(hf_home),
+        HF_HUB_OFFLINE="1",
+        SELFSUP_ZOO_WEIGHTS=str(tmp_path / "no_local_weights"),
+        TORCH_HOME=str(tmp_path / "torch_home"),
+    )
     env.pop("HF_HUB_CACHE", None)
     env.pop("PYTHONPATH", None)  # the checkout must come from torch.hub's sys.path insertion
     # A fresh process: huggingface_hub reads HF_HOME and HF_HUB_OFFLINE when it is imported.
     run = subprocess.run(
         [sys.executable, "-c", _OFFLINE_SCRIPT, str(ROOT), str(weights_file), mirror],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["same_keys"] and report["equal_tensors"] and report["equal_outputs"]
@@ -209,5 +235,7 @@ def test_pretrained_loads_from_an_offline_hub_cache_and_misses_fail_clearly(tmp_
     not_published = report["not_published"]
     assert not_published["type"] == "WeightsNotPublishedError"
     assert "care_resnet101.in1k_ep100" in not_published["message"]
-    assert "python -m selfsup_zoo.training.reproduce care_resnet101.in1k_ep100" in (
-        not_published["message"])
+    assert (
+        "python -m selfsup_zoo.training.reproduce care_resnet101.in1k_ep100"
+        in (not_published["message"])
+    )

@@ -1,4 +1,5 @@
 """Weighted k-NN: hand-checked voting, and a real run on the embedded digits images."""
+
 import math
 import shutil
 
@@ -42,8 +43,13 @@ def test_knn_on_digits_beats_chance_with_a_random_backbone(tmp_path):
 
 
 def _tiny_model():
-    return timm.create_model("resnet10t", num_classes=0, pretrained_cfg_overlay=dict(
-        input_size=(3, 32, 32), crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+    return timm.create_model(
+        "resnet10t",
+        num_classes=0,
+        pretrained_cfg_overlay=dict(
+            input_size=(3, 32, 32), crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
+        ),
+    )
 
 
 def test_val_folder_is_labelled_by_the_training_class_names(tmp_path):
@@ -62,7 +68,9 @@ def test_val_folder_is_labelled_by_the_training_class_names(tmp_path):
 
     (tmp_path / "val" / "7").mkdir()
     shutil.copyfile(next((digits / "7").glob("*.png")), tmp_path / "val" / "7" / "x.png")
-    with pytest.raises(ValueError, match=r"class folders \['7'\] have no counterpart among the training"):
+    with pytest.raises(
+        ValueError, match=r"class folders \['7'\] have no counterpart among the training"
+    ):
         knn_evaluate(_tiny_model(), tmp_path / "train", tmp_path / "val", k=1)
 
 
@@ -72,8 +80,19 @@ def test_cli_runs_as_a_module_without_double_import_warning():
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "selfsup_zoo.evaluation.knn",
-                           "--help"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "error::RuntimeWarning",
+            "-m",
+            "selfsup_zoo.evaluation.knn",
+            "--help",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--train" in proc.stdout and "RuntimeWarning" not in proc.stderr
 
@@ -91,7 +110,16 @@ def test_cli_random_init_baseline_is_repeatable_and_seeded(tmp_path, capsys):
         for f in sorted((full / split).rglob("*.png"))[::stride][:n]:
             (root / split / f.parent.name).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(f, root / split / f.parent.name / f.name)
-    common = ["resnet10t", "--train", str(root / "train"), "--val", str(root / "val"), "--random-init", "--k", "5"]
+    common = [
+        "resnet10t",
+        "--train",
+        str(root / "train"),
+        "--val",
+        str(root / "val"),
+        "--random-init",
+        "--k",
+        "5",
+    ]
     results = []
     for seed in ("0", "0", "1"):
         assert main([*common, "--seed", seed]) == 0

@@ -1,4 +1,5 @@
 """The zoo's architectures are ordinary timm models: registration, cfgs and the timm API surface."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,11 +16,18 @@ VIT_ARCHS = [a for a in ARCHS if a.startswith("sere_")]
 
 
 def test_every_catalog_architecture_and_tag_is_registered():
-    assert ARCHS == ["care_resnet50", "care_wide_resnet50_2", "care_resnet101", "care_resnet152",
-                     "sere_vit_small", "sere_vit_base"]
+    assert ARCHS == [
+        "care_resnet50",
+        "care_wide_resnet50_2",
+        "care_resnet101",
+        "care_resnet152",
+        "sere_vit_small",
+        "sere_vit_base",
+    ]
     assert sorted(timm.list_models("care_*") + timm.list_models("sere_*")) == sorted(ARCHS)
     pretrained = timm.list_models("care_*", pretrained=True) + timm.list_models(
-        "sere_*", pretrained=True)
+        "sere_*", pretrained=True
+    )
     assert sorted(pretrained) == sorted(catalog.CATALOG)
     assert sorted(timm.list_models(module="care")) == sorted(CNN_ARCHS)
     assert sorted(timm.list_models(module="sere")) == sorted(VIT_ARCHS)
@@ -82,11 +90,18 @@ def test_resnet_timm_api_surface():
     model.reset_classifier(0, "")
     assert model(x).ndim == 4
     assert timm.create_model("care_resnet50", num_classes=0, global_pool="")(x).shape == (
-        1, 2048, 2, 2)
-    overlaid = timm.create_model("care_resnet50.in1k_ep800",
-                                 pretrained_cfg_overlay=dict(crop_pct=1.0, input_size=(3, 160, 160)))
+        1,
+        2048,
+        2,
+        2,
+    )
+    overlaid = timm.create_model(
+        "care_resnet50.in1k_ep800",
+        pretrained_cfg_overlay=dict(crop_pct=1.0, input_size=(3, 160, 160)),
+    )
     assert overlaid.pretrained_cfg["crop_pct"] == 1.0 and overlaid.pretrained_cfg["tag"] == (
-        "in1k_ep800")
+        "in1k_ep800"
+    )
     assert timm.data.resolve_data_config({}, model=overlaid)["input_size"] == (3, 160, 160)
     one = timm.create_model("care_resnet50", in_chans=1, num_classes=7)
     assert one.conv1.weight.shape[1] == 1 and one(torch.randn(1, 1, 64, 64)).shape == (1, 7)
@@ -95,7 +110,11 @@ def test_resnet_timm_api_surface():
     assert feats.feature_info.channels() == [256, 512, 1024, 2048]
     assert feats.feature_info.reduction() == [4, 8, 16, 32]
     assert [f.shape[1:] for f in feats(x)] == [
-        (256, 16, 16), (512, 8, 8), (1024, 4, 4), (2048, 2, 2)]
+        (256, 16, 16),
+        (512, 8, 8),
+        (1024, 4, 4),
+        (2048, 2, 2),
+    ]
 
     with torch.no_grad():
         final, inter = model.forward_intermediates(x)
@@ -134,8 +153,9 @@ def test_vit_token_model_default_cfg_and_api_surface():
         assert feats.feature_info.reduction() == [16] * 3
         assert [f.shape for f in feats(x)] == [(2, 384, 4, 4)] * 3
 
-    one = timm.create_model("sere_vit_small", in_chans=1, num_classes=3, global_pool="avg",
-                            img_size=64)
+    one = timm.create_model(
+        "sere_vit_small", in_chans=1, num_classes=3, global_pool="avg", img_size=64
+    )
     assert one(torch.randn(1, 1, 64, 64)).shape == (1, 3)
 
 
@@ -149,22 +169,27 @@ def test_unknown_names_get_suggestions():
     assert isinstance(selfsup_zoo.create_model("care_resnet50.in1k_ep800"), torch.nn.Module)
     with pytest.raises(FileNotFoundError, match="config.json"):
         selfsup_zoo.create_model("local-dir:/nonexistent/folder")
-    assert selfsup_zoo.list_checkpoints("sere_*") == ["sere_vit_small.in1k_ep100",
-                                                      "sere_vit_base.in1k_ep100"]
+    assert selfsup_zoo.list_checkpoints("sere_*") == [
+        "sere_vit_small.in1k_ep100",
+        "sere_vit_base.in1k_ep100",
+    ]
 
 
 def test_unpublished_weights_say_how_to_get_them(weights_dir):
     with pytest.raises(WeightsNotPublishedError) as err:
         timm.create_model("care_resnet50", pretrained=True)
     msg = str(err.value)
-    assert ("python -m selfsup_zoo.convert care <downloaded file> <out_dir> "
-            "--checkpoint care_resnet50.in1k_ep100 --install") in msg
+    assert (
+        "python -m selfsup_zoo.convert care <downloaded file> <out_dir> "
+        "--checkpoint care_resnet50.in1k_ep100 --install"
+    ) in msg
     assert "python -m selfsup_zoo.training.reproduce care_resnet50.in1k_ep100" in msg
     assert str(weights_dir) in msg
     with pytest.raises(WeightsNotPublishedError) as err:
         timm.create_model("care_resnet152.in1k_ep800", pretrained=True)
     assert "convert" not in str(err.value) and "reproduce care_resnet152.in1k_ep800" in str(
-        err.value)
+        err.value
+    )
     with pytest.raises(WeightsNotPublishedError, match="linear classifier"):
         timm.create_model("care_resnet50.in1k_ep100_lincls", pretrained=True)
     with pytest.raises(WeightsNotPublishedError, match="convert sere"):

@@ -1,4 +1,5 @@
 """Schedules and clipping against hand-computed values (care.md §3.6, §5.1, §9 #20; sere.md §5.2)."""
+
 from __future__ import annotations
 
 import math
@@ -7,7 +8,12 @@ import pytest
 import torch
 
 from selfsup_zoo.training.optim import (
-    build_optimizer, clip_gradients, cosine_schedule, lr_schedule, momentum_schedule, warmcos_schedule,
+    build_optimizer,
+    clip_gradients,
+    cosine_schedule,
+    lr_schedule,
+    momentum_schedule,
+    warmcos_schedule,
     wd_schedule,
 )
 from selfsup_zoo.training.recipe import OptimConfig
@@ -19,13 +25,17 @@ def test_care_warmcos_matches_the_official_update_rule():
     lr = warmcos_schedule(peak, T, W, 1e-6)
     assert len(lr) == T
     assert lr[0] == 1e-6  # iteration 1 (step 0) uses the creation lr
-    assert lr[1] == pytest.approx((0.2 - 1e-6) * 1 / 12_510 + 1e-6, rel=1e-12)  # set after iteration 1
+    assert lr[1] == pytest.approx(
+        (0.2 - 1e-6) * 1 / 12_510 + 1e-6, rel=1e-12
+    )  # set after iteration 1
     assert lr[6_255] == pytest.approx((0.2 - 1e-6) * 0.5 + 1e-6, rel=1e-12)
     assert lr[W] == pytest.approx(0.2, rel=1e-12)  # end of warm-up: the peak
     assert lr[W + 1] == pytest.approx(0.2 * 0.5 * (1 + math.cos(math.pi / 112_590)), rel=1e-12)
     mid = W + 112_590 // 2
     assert lr[mid] == pytest.approx(0.1, rel=1e-9)
-    assert lr[-1] == pytest.approx(0.2 * 0.5 * (1 + math.cos(math.pi * 112_589 / 112_590)), rel=1e-9)
+    assert lr[-1] == pytest.approx(
+        0.2 * 0.5 * (1 + math.cos(math.pi * 112_589 / 112_590)), rel=1e-9
+    )
     assert lr[-1] < 1e-10
 
 
@@ -97,8 +107,12 @@ def test_optimizer_groups_keep_weight_decay_flags():
     w = torch.nn.Parameter(torch.ones(3, 3))
     g = torch.nn.Parameter(torch.ones(3))
     opt = build_optimizer(
-        [{"params": [w], "weight_decay": True, "name": "decay"}, {"params": [g], "weight_decay": False}],
-        OptimConfig(name="adamw", weight_decay=0.04), torch.device("cpu"),
+        [
+            {"params": [w], "weight_decay": True, "name": "decay"},
+            {"params": [g], "weight_decay": False},
+        ],
+        OptimConfig(name="adamw", weight_decay=0.04),
+        torch.device("cpu"),
     )
     assert isinstance(opt, torch.optim.AdamW)
     assert [grp["apply_wd"] for grp in opt.param_groups] == [True, False]

@@ -1,4 +1,5 @@
 """``python -m selfsup_zoo.publish --dry-run`` validates a hub folder without uploading."""
+
 from __future__ import annotations
 
 import json
@@ -6,8 +7,8 @@ import shutil
 
 import pytest
 import timm
-
 from conftest import run_python
+
 from selfsup_zoo import write_hub_folder
 from selfsup_zoo.hub import InvalidHubFolderError
 from selfsup_zoo.publish import main as publish_main
@@ -18,9 +19,13 @@ from selfsup_zoo.publish import validate_hub_folder
 def small_folder(tmp_path_factory):
     # A 32 px ViT-S keeps the plain-timm check in the child process quick.
     model = timm.create_model("vit_small_patch16_224", num_classes=0, img_size=32)
-    return write_hub_folder(tmp_path_factory.mktemp("pub") / "hub", model.state_dict(),
-                            architecture="vit_small_patch16_224", model_args={"img_size": 32},
-                            checkpoint="sere_vit_small.in1k_ep100")
+    return write_hub_folder(
+        tmp_path_factory.mktemp("pub") / "hub",
+        model.state_dict(),
+        architecture="vit_small_patch16_224",
+        model_args={"img_size": 32},
+        checkpoint="sere_vit_small.in1k_ep100",
+    )
 
 
 def test_dry_run_validates_and_uploads_nothing(small_folder, tmp_path):
@@ -28,8 +33,16 @@ def test_dry_run_validates_and_uploads_nothing(small_folder, tmp_path):
     proc = run_python(
         "import sys, runpy; sys.argv[0] = 'publish'; "
         "runpy.run_module('selfsup_zoo.publish', run_name='__main__')",
-        str(small_folder.path), "--repo-id", "test-org/sere_vit_small.in1k_ep100", "--dry-run",
-        "--private", "--revision", "v1", with_zoo=True, cwd=tmp_path)
+        str(small_folder.path),
+        "--repo-id",
+        "test-org/sere_vit_small.in1k_ep100",
+        "--dry-run",
+        "--private",
+        "--revision",
+        "v1",
+        with_zoo=True,
+        cwd=tmp_path,
+    )
     assert "is valid; would upload to test-org/sere_vit_small.in1k_ep100@v1" in proc.stdout
     assert "Nothing uploaded" in proc.stdout
     assert "plain timm loads" in proc.stderr  # the local-dir: check ran in a clean interpreter

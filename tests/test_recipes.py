@@ -1,15 +1,15 @@
 """The shipped recipes against the official numbers (care.md §5.1-5.3, sere.md §5.1-5.3), and
 recipe validation, overrides and name lookup."""
+
 from __future__ import annotations
 
 import json
 import subprocess
 
 import pytest
-
-from selfsup_zoo.training.recipe import RecipeError, Recipe, list_recipes, load_recipe
-
 from _engine_utils import reproduce_cmd, run
+
+from selfsup_zoo.training.recipe import Recipe, RecipeError, list_recipes, load_recipe
 
 IMAGENET_TRAIN = 1_281_167
 CARE = {
@@ -61,12 +61,28 @@ def test_care_recipe_numbers(name: str):
 
 
 SERE_EXPECTED = {
-    "sere_vit_small.in1k_ep100": dict(arch="vit_small_patch16_224", base_lr=5e-4, peak=2e-3, min_lr=1e-6,
-                                      freeze=1, norm_last=False, temp_epochs=30, gscale=[0.4, 1.0],
-                                      lscale=[0.05, 0.4]),
-    "sere_vit_base.in1k_ep100": dict(arch="vit_base_patch16_224", base_lr=7.5e-4, peak=3e-3, min_lr=2e-6,
-                                     freeze=3, norm_last=True, temp_epochs=50, gscale=[0.32, 1.0],
-                                     lscale=[0.05, 0.32]),
+    "sere_vit_small.in1k_ep100": dict(
+        arch="vit_small_patch16_224",
+        base_lr=5e-4,
+        peak=2e-3,
+        min_lr=1e-6,
+        freeze=1,
+        norm_last=False,
+        temp_epochs=30,
+        gscale=[0.4, 1.0],
+        lscale=[0.05, 0.4],
+    ),
+    "sere_vit_base.in1k_ep100": dict(
+        arch="vit_base_patch16_224",
+        base_lr=7.5e-4,
+        peak=3e-3,
+        min_lr=2e-6,
+        freeze=3,
+        norm_last=True,
+        temp_epochs=50,
+        gscale=[0.32, 1.0],
+        lscale=[0.05, 0.32],
+    ),
 }
 
 
@@ -76,7 +92,12 @@ def test_sere_recipe_numbers(name: str):
     r = load_recipe(name)
     m, e, o, v = r.method.config, r.engine, r.optim, r.data.view_args
     assert r.checkpoint == name and r.method.kind == "sere" and m["arch"] == x["arch"]
-    assert e.epochs == 100 and e.global_batch == 1024 and e.per_device_batch == 128 and e.precision == "fp16"
+    assert (
+        e.epochs == 100
+        and e.global_batch == 1024
+        and e.per_device_batch == 128
+        and e.precision == "fp16"
+    )
     assert IMAGENET_TRAIN // e.global_batch * e.epochs == 125_100
     assert o.name == "adamw" and o.betas == [0.9, 0.999] and o.eps == 1e-8
     assert o.base_lr == x["base_lr"] and r.peak_lr() == pytest.approx(x["peak"])
@@ -92,14 +113,28 @@ def test_sere_recipe_numbers(name: str):
     assert m["warmup_teacher_patch_temp"] == 0.04 and m["teacher_patch_temp"] == 0.07
     assert m["warmup_teacher_temp_epochs"] == x["temp_epochs"]
     assert m["alpha"] == 0.2 and m["beta"] == 0.5
-    assert m["temperature_pixel"] == 0.5 and m["temperature_channel"] == 0.1 and m["overlap_size"] == 13
+    assert (
+        m["temperature_pixel"] == 0.5
+        and m["temperature_channel"] == 0.1
+        and m["overlap_size"] == 13
+    )
     assert m["lambda1"] == 1.0 and m["lambda2"] == 1.0 and m["student_temp"] == 0.1
-    assert m["head_hidden_dim"] == 2048 and m["head_bottleneck_dim"] == 256 and m["center_momentum"] == 0.9
-    assert m["act_in_head"] == "gelu" and "norm_in_head" not in m  # official None = the config default
+    assert (
+        m["head_hidden_dim"] == 2048
+        and m["head_bottleneck_dim"] == 256
+        and m["center_momentum"] == 0.9
+    )
+    assert (
+        m["act_in_head"] == "gelu" and "norm_in_head" not in m
+    )  # official None = the config default
     assert r.data.views == "sere" and v["local_crops"] == 10
     assert v["global_size"] == 224 and v["local_size"] == 96 and v["patch_size"] == 16
     assert v["global_scale"] == x["gscale"] and v["local_scale"] == x["lscale"]
-    assert v["pred_ratio"] == [0.0, 0.3] and v["pred_ratio_var"] == [0.0, 0.2] and v["pred_shape"] == "block"
+    assert (
+        v["pred_ratio"] == [0.0, 0.3]
+        and v["pred_ratio_var"] == [0.0, 0.2]
+        and v["pred_shape"] == "block"
+    )
     assert "epochs" not in m  # the engine supplies engine.epochs to the method
 
 
@@ -132,8 +167,16 @@ def test_bad_values_are_rejected():
 
 
 def test_overrides_parse_toml_values_and_round_trip_json():
-    r = load_recipe("smoke_sere", ["optim.base_lr=0.1", "engine.epochs=2", "optim.name=sgd",
-                                   "data.mean=[0.5, 0.5, 0.5]", "data.view_args.local_crops=4"])
+    r = load_recipe(
+        "smoke_sere",
+        [
+            "optim.base_lr=0.1",
+            "engine.epochs=2",
+            "optim.name=sgd",
+            "data.mean=[0.5, 0.5, 0.5]",
+            "data.view_args.local_crops=4",
+        ],
+    )
     assert r.optim.base_lr == 0.1 and r.engine.epochs == 2 and r.optim.name == "sgd"
     assert r.data.mean == [0.5, 0.5, 0.5] and r.data.view_args["local_crops"] == 4
     again = Recipe.from_json(r.to_json())
@@ -149,10 +192,16 @@ def test_unknown_name_suggests_close_names():
 
 
 def test_cli_dry_run_and_errors():
-    out = run(reproduce_cmd("sere_vit_small.in1k_ep100", "--dry-run", "--set", "engine.per_device_batch=64"))
+    out = run(
+        reproduce_cmd(
+            "sere_vit_small.in1k_ep100", "--dry-run", "--set", "engine.per_device_batch=64"
+        )
+    )
     assert out.returncode == 0, out.stderr
     assert "per-device batch      64" in out.stdout and "accumulation steps    16" in out.stdout
-    assert "iterations per epoch  1251" in out.stdout and "total iterations      125100" in out.stdout
+    assert (
+        "iterations per epoch  1251" in out.stdout and "total iterations      125100" in out.stdout
+    )
     missing = run(reproduce_cmd("care_resnet50.in1k_ep100"))
     assert missing.returncode == 2 and "--data-root" in missing.stderr
     unknown = run(reproduce_cmd("sere_vit_smal.in1k_ep100", "--dry-run"))
@@ -162,7 +211,12 @@ def test_cli_dry_run_and_errors():
 
 def test_care_recipes_carry_every_official_method_argument():
     m = load_recipe("care_resnet50.in1k_ep100").method.config
-    assert m["img_size"] == 224 and m["lambda_fea"] == 100.0 and m["con_weight"] == 1.0 and m["con2_weight"] == 1.0
+    assert (
+        m["img_size"] == 224
+        and m["lambda_fea"] == 100.0
+        and m["con_weight"] == 1.0
+        and m["con2_weight"] == 1.0
+    )
     assert m["tstream_layers"] == 5 and m["tstream_heads"] == 4 and m["tstream_dim_head"] == 128
     assert m["tstream_dim_out"] == 2048 and m["hidden_dim"] == 4096 and m["out_dim"] == 256
     assert m["sync_tstream_bn"] is False
@@ -177,5 +231,10 @@ def test_export_data_cfg_reads_size_and_resampling_from_the_views():
     assert care["input_size"] == (3, 32, 32) and care["interpolation"] == "bilinear"
     sere = data_cfg(load_recipe("smoke_sere"))
     assert sere["input_size"] == (3, 32, 32) and sere["interpolation"] == "bicubic"
-    assert data_cfg(load_recipe("smoke_care", ['data.view_args.interpolation="bicubic"']))["interpolation"] == "bicubic"
+    assert (
+        data_cfg(load_recipe("smoke_care", ['data.view_args.interpolation="bicubic"']))[
+            "interpolation"
+        ]
+        == "bicubic"
+    )
     assert data_cfg(load_recipe("sere_vit_small.in1k_ep100"))["input_size"] == (3, 224, 224)

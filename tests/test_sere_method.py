@@ -1,5 +1,6 @@
 """Tests of the SERE method: golden parity with the official training step, geometry, heads,
 schedules, optimisation hooks and the official checkpoint importer."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,14 @@ STEP0 = StepInfo(step=0, epoch=0, steps_per_epoch=1, total_steps=1)
 # Golden case (spec §9)
 # --------------------------------------------------------------------------------------------------
 
-_NEAR_ONE = ("norm1.weight", "norm2.weight", "norm.weight", "projection.0.weight", "predictor.1.weight", "weight_g")
+_NEAR_ONE = (
+    "norm1.weight",
+    "norm2.weight",
+    "norm.weight",
+    "projection.0.weight",
+    "predictor.1.weight",
+    "weight_g",
+)
 
 
 def _golden_fill(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -49,14 +57,18 @@ def _golden_fill(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch
             out[key] = torch.ones_like(value)
             continue
         name = name.replace("head.last_layer2.", "head.last_layer.")  # shared: same tensor
-        u = np.random.RandomState(zlib.crc32((prefix + name).encode("utf-8"))).uniform(-1.0, 1.0, size=tuple(value.shape))
+        u = np.random.RandomState(zlib.crc32((prefix + name).encode("utf-8"))).uniform(
+            -1.0, 1.0, size=tuple(value.shape)
+        )
         out[key] = torch.from_numpy(1 + 0.1 * u if name.endswith(_NEAR_ONE) else 0.02 * u).float()
     return out
 
 
 def _golden_batch() -> dict[str, torch.Tensor]:
     def view(seed: int, side: int) -> torch.Tensor:
-        return torch.from_numpy(np.random.RandomState(seed).standard_normal((2, 3, side, side))).float()
+        return torch.from_numpy(
+            np.random.RandomState(seed).standard_normal((2, 3, side, side))
+        ).float()
 
     masks = torch.zeros(2, 2, 14, 14, dtype=torch.bool)
     masks[0, 0, 3:8, 2:9] = True  # g1, image 0: 35 patches
@@ -66,7 +78,10 @@ def _golden_batch() -> dict[str, torch.Tensor]:
         "local_crops": torch.stack([view(21, 96), view(22, 96), view(23, 96)]),
         "masks": masks,
         "global_boxes": torch.tensor(
-            [[[40, 30, 300, 280, 0], [0, 0, 250, 250, 1]], [[120, 60, 320, 300, 1], [200, 150, 300, 250, 0]]],
+            [
+                [[40, 30, 300, 280, 0], [0, 0, 250, 250, 1]],
+                [[120, 60, 320, 300, 1], [200, 150, 300, 250, 0]],
+            ],
             dtype=torch.float64,
         ),
         "local_boxes": torch.tensor(
@@ -111,16 +126,34 @@ def _golden_results(method: SereMethod) -> tuple[dict[str, float], dict]:
 
 EXPECTED = {
     "vit_small_patch16_224": {
-        "cls": 9.2043457, "patch": 4.5945034, "spatial": 3.8857970, "channel": 5.9234600,
-        "loss": 26.5069885, "center_sum": -0.1941674, "center_maxabs": 0.0253568,
-        "center2_sum": -0.0794269, "tokens_sum": -193.3985138,
-        "cls0": 0.0295194, "cls1": -0.0634256, "cls2": -0.5264882, "cls3": -1.0260509,
+        "cls": 9.2043457,
+        "patch": 4.5945034,
+        "spatial": 3.8857970,
+        "channel": 5.9234600,
+        "loss": 26.5069885,
+        "center_sum": -0.1941674,
+        "center_maxabs": 0.0253568,
+        "center2_sum": -0.0794269,
+        "tokens_sum": -193.3985138,
+        "cls0": 0.0295194,
+        "cls1": -0.0634256,
+        "cls2": -0.5264882,
+        "cls3": -1.0260509,
     },
     "vit_base_patch16_224": {
-        "cls": 9.1946306, "patch": 4.6093545, "spatial": 3.8949716, "channel": 6.6301312,
-        "loss": 26.8706341, "center_sum": -0.0700144, "center_maxabs": 0.0240084,
-        "center2_sum": -0.0630525, "tokens_sum": -234.3664246,
-        "cls0": 0.3709167, "cls1": -2.2812612, "cls2": -1.5318758, "cls3": -0.5852269,
+        "cls": 9.1946306,
+        "patch": 4.6093545,
+        "spatial": 3.8949716,
+        "channel": 6.6301312,
+        "loss": 26.8706341,
+        "center_sum": -0.0700144,
+        "center_maxabs": 0.0240084,
+        "center2_sum": -0.0630525,
+        "tokens_sum": -234.3664246,
+        "cls0": 0.3709167,
+        "cls1": -2.2812612,
+        "cls2": -1.5318758,
+        "cls3": -0.5852269,
     },
 }
 
@@ -148,12 +181,36 @@ def test_golden_vit_small(vit_s_golden) -> None:
 
 def test_golden_vit_small_breakdown(vit_s_golden) -> None:
     _, _, br = vit_s_golden
-    cls = {("g1", "g2"): 9.19841, ("g1", "l1"): 9.20594, ("g1", "l2"): 9.21070, ("g1", "l3"): 9.20870,
-           ("g2", "g1"): 9.19883, ("g2", "l1"): 9.20297, ("g2", "l2"): 9.20443, ("g2", "l3"): 9.20479}
-    channel = {("g1", "g2"): 5.92267, ("g2", "g1"): 5.92056, ("g1", "l1"): 5.92384, ("g1", "l2"): 5.92430,
-               ("g1", "l3"): 5.92457, ("g2", "l1"): 5.92408, ("g2", "l2"): 5.92381, ("g2", "l3"): 5.92387}
-    spatial = {("g1", "g2"): 5.04521, ("g2", "g1"): 5.06868, ("g1", "l1"): 3.44320, ("g1", "l2"): math.log(36),
-               ("g1", "l3"): 3.51671, ("g2", "l1"): 3.48682, ("g2", "l2"): 3.50057, ("g2", "l3"): 3.44166}
+    cls = {
+        ("g1", "g2"): 9.19841,
+        ("g1", "l1"): 9.20594,
+        ("g1", "l2"): 9.21070,
+        ("g1", "l3"): 9.20870,
+        ("g2", "g1"): 9.19883,
+        ("g2", "l1"): 9.20297,
+        ("g2", "l2"): 9.20443,
+        ("g2", "l3"): 9.20479,
+    }
+    channel = {
+        ("g1", "g2"): 5.92267,
+        ("g2", "g1"): 5.92056,
+        ("g1", "l1"): 5.92384,
+        ("g1", "l2"): 5.92430,
+        ("g1", "l3"): 5.92457,
+        ("g2", "l1"): 5.92408,
+        ("g2", "l2"): 5.92381,
+        ("g2", "l3"): 5.92387,
+    }
+    spatial = {
+        ("g1", "g2"): 5.04521,
+        ("g2", "g1"): 5.06868,
+        ("g1", "l1"): 3.44320,
+        ("g1", "l2"): math.log(36),
+        ("g1", "l3"): 3.51671,
+        ("g2", "l1"): 3.48682,
+        ("g2", "l2"): 3.50057,
+        ("g2", "l3"): 3.44166,
+    }
     # The breakdown is printed with 5 decimals: compare to half a unit of the last digit (+ slack).
     for name, table in (("cls", cls), ("channel", channel), ("spatial", spatial)):
         assert set(br[name]) == set(table), name
@@ -206,7 +263,9 @@ def test_overlap_grids_checkpoints() -> None:
     lb = _golden_batch()["local_boxes"]
     g1, g2 = overlap_grids(gb[0], gb[1], 13)
     assert g1.shape == (2, 13, 13, 2) and g1.dtype == torch.float32
-    close = lambda t, xy: torch.testing.assert_close(t, torch.tensor(xy, dtype=torch.float32), atol=1e-6, rtol=0)  # noqa: E731
+    close = lambda t, xy: torch.testing.assert_close(
+        t, torch.tensor(xy, dtype=torch.float32), atol=1e-6, rtol=0
+    )  # noqa: E731
     close(g1[0, 0, 0], (-0.4666667, -0.7857143))
     close(g1[0, 12, 12], (1.0, 1.0))
     close(g2[0, 0, 0], (1.0, -1.0))
@@ -221,7 +280,9 @@ def test_overlap_grids_checkpoints() -> None:
     close(glob[0, 0, 0], (-0.8666667, -0.8571429))
     close(glob[0, 5, 5], (-0.0666667, -0.0714286))
     # x varies along columns, y along rows
-    assert torch.all(g1[0, 3, :, 1] == g1[0, 3, 0, 1]) and torch.all(g1[0, :, 3, 0] == g1[0, 0, 3, 0])
+    assert torch.all(g1[0, 3, :, 1] == g1[0, 3, 0, 1]) and torch.all(
+        g1[0, :, 3, 0] == g1[0, 0, 3, 0]
+    )
     # l2 vs g1 overlaps in neither image: the -2 fill (spec §3.7)
     loc2, glob2 = overlap_grids(lb[1], gb[0], 6)
     assert torch.all(loc2 == -2) and torch.all(glob2 == -2)
@@ -260,7 +321,9 @@ def test_align_relation_equals_two_grid_sample_passes() -> None:
     x = x.reshape(bsz, heads, side * side, pts * pts).transpose(-1, -2)
     x = F.grid_sample(x.reshape(bsz, heads * pts * pts, side, side), grid, align_corners=False)
     x = x.reshape(bsz, heads, pts * pts, pts * pts).transpose(-1, -2)
-    torch.testing.assert_close(align_relation(rel, bilinear_matrix(grid, side)), x, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        align_relation(rel, bilinear_matrix(grid, side)), x, atol=1e-5, rtol=1e-5
+    )
 
 
 def _cubic_matrix(in_size: int, out_size: int, scale: float) -> torch.Tensor:
@@ -330,10 +393,14 @@ def test_relations_on_tiny_tensors() -> None:
 def test_teacher_temperature_schedule() -> None:
     sched = teacher_temp_schedule(0.04, 0.07, 30, 100)
     assert len(sched) == 100
-    assert sched[0] == pytest.approx(0.04) and sched[29] == pytest.approx(0.07) and sched[99] == 0.07
+    assert (
+        sched[0] == pytest.approx(0.04) and sched[29] == pytest.approx(0.07) and sched[99] == 0.07
+    )
     assert sched[1] == pytest.approx(0.04 + 0.03 / 29)  # 0.041034...
     delayed = teacher_temp_schedule(0.04, 0.07, 30, 100, start_epoch=5)
-    assert len(delayed) == 100 and np.all(delayed[:6] == 0.04) and delayed[34] == pytest.approx(0.07)
+    assert (
+        len(delayed) == 100 and np.all(delayed[:6] == 0.04) and delayed[34] == pytest.approx(0.07)
+    )
     with pytest.raises(ValueError):
         teacher_temp_schedule(0.04, 0.07, 30, 20)
 
@@ -355,22 +422,36 @@ TINY = {"img_size": 64, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads
 
 
 def _tiny(**overrides) -> SereMethod:
-    kw = dict(model_args=TINY, out_dim=128, patch_out_dim=128, head_hidden_dim=32, head_bottleneck_dim=16,
-              epochs=10, warmup_teacher_temp_epochs=3, drop_path=0.0)
+    kw = dict(
+        model_args=TINY,
+        out_dim=128,
+        patch_out_dim=128,
+        head_hidden_dim=32,
+        head_bottleneck_dim=16,
+        epochs=10,
+        warmup_teacher_temp_epochs=3,
+        drop_path=0.0,
+    )
     kw.update(overrides)
     return SereMethod(SereConfig(**kw))
 
 
-def _tiny_batch(bsz: int = 3, n_local: int = 2, seed: int = 0, overlap: bool = True) -> dict[str, torch.Tensor]:
+def _tiny_batch(
+    bsz: int = 3, n_local: int = 2, seed: int = 0, overlap: bool = True
+) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     masks = torch.rand(2, bsz, 8, 8, generator=gen) < 0.3
     masks[0, 0] = False  # one unmasked image
     if overlap:
         gboxes = torch.tensor([[10, 20, 200, 180, 0], [60, 40, 220, 200, 1]], dtype=torch.float64)
-        lboxes = torch.tensor([[[50, 60, 80, 70, 1]], [[150, 120, 60, 90, 0]]], dtype=torch.float64)[:n_local, 0]
+        lboxes = torch.tensor(
+            [[[50, 60, 80, 70, 1]], [[150, 120, 60, 90, 0]]], dtype=torch.float64
+        )[:n_local, 0]
     else:
         gboxes = torch.tensor([[0, 0, 100, 100, 0], [300, 0, 100, 100, 1]], dtype=torch.float64)
-        lboxes = torch.tensor([[0, 200, 50, 50, 0], [300, 200, 60, 60, 1]], dtype=torch.float64)[:n_local]
+        lboxes = torch.tensor([[0, 200, 50, 50, 0], [300, 200, 60, 60, 1]], dtype=torch.float64)[
+            :n_local
+        ]
     return {
         "global_crops": torch.randn(2, bsz, 3, 64, 64, generator=gen),
         "local_crops": torch.randn(n_local, bsz, 3, 48, 48, generator=gen),  # 6x6 tokens
@@ -393,7 +474,15 @@ def test_every_trainable_student_param_gets_a_gradient() -> None:
     torch.manual_seed(0)
     method = _tiny(drop_path=0.1)
     terms = method(_tiny_batch(), StepInfo(0, 1, 1, 10))
-    assert set(terms) >= {"loss", "cls", "patch", "spatial", "channel", "teacher_temp", "teacher_patch_temp"}
+    assert set(terms) >= {
+        "loss",
+        "cls",
+        "patch",
+        "spatial",
+        "channel",
+        "teacher_temp",
+        "teacher_patch_temp",
+    }
     assert all(not v.requires_grad for k, v in terms.items() if k != "loss")
     terms["loss"].backward()
     for name, p in method.student.named_parameters():
@@ -408,17 +497,27 @@ def test_total_loss_formula_and_centre_update() -> None:
     method = _tiny(alpha=0.3, beta=0.4, lambda1=0.5, lambda2=2.0)
     batch = _tiny_batch()
     terms, br = method.forward_with_terms(batch, StepInfo(0, 2, 1, 10))
-    want = (4 - 0.3 - 0.4) / 2 * (terms["cls"] + terms["patch"]) + 0.3 * terms["spatial"] + 0.4 * terms["channel"]
+    want = (
+        (4 - 0.3 - 0.4) / 2 * (terms["cls"] + terms["patch"])
+        + 0.3 * terms["spatial"]
+        + 0.4 * terms["channel"]
+    )
     assert float(terms["loss"].detach()) == pytest.approx(float(want.detach()), rel=1e-6)
-    assert float(terms["cls"]) == pytest.approx(0.5 * float(torch.stack(list(br["cls"].values())).mean()), rel=1e-6)
+    assert float(terms["cls"]) == pytest.approx(
+        0.5 * float(torch.stack(list(br["cls"].values())).mean()), rel=1e-6
+    )
     assert len(br["cls"]) == len(br["channel"]) == len(br["spatial"]) == 2 * (1 + 2)
     assert float(terms["teacher_temp"]) == pytest.approx(0.07)  # epoch 2 of a 3-epoch warm-up
     # Centre: 0.9 * 0 + 0.1 * mean of the raw teacher CLS logits over the 2B rows.
     with torch.no_grad():
         tokens, _ = method.teacher.encode(batch["global_crops"].flatten(0, 1))
         t_cls, t_patch = method.teacher.head(tokens)
-    torch.testing.assert_close(method.center, 0.1 * t_cls.mean(0, keepdim=True), atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(method.center2, 0.1 * t_patch.mean(1).mean(0)[None, None], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        method.center, 0.1 * t_cls.mean(0, keepdim=True), atol=1e-6, rtol=1e-5
+    )
+    torch.testing.assert_close(
+        method.center2, 0.1 * t_patch.mean(1).mean(0)[None, None], atol=1e-6, rtol=1e-5
+    )
 
 
 def test_centre_pooled_over_accumulation_steps() -> None:
@@ -456,10 +555,19 @@ def test_param_group_rule_tiny() -> None:
     names = {id(p): n for n, p in method.student.named_parameters()}
     decayed = {names[id(p)] for p in decay["params"]}
     exempt = {names[id(p)] for p in no_decay["params"]}
-    assert {"backbone.cls_token", "backbone.pos_embed", "masked_embed", "backbone.norm.bias",
-            "pixel_sere.projection.0.bias", "head.last_layer.weight_g"} <= decayed
-    assert exempt == {n for n in names.values() if n.endswith(".weight") and
-                      ("norm" in n or "projection.0" in n or "predictor.1" in n)}
+    assert {
+        "backbone.cls_token",
+        "backbone.pos_embed",
+        "masked_embed",
+        "backbone.norm.bias",
+        "pixel_sere.projection.0.bias",
+        "head.last_layer.weight_g",
+    } <= decayed
+    assert exempt == {
+        n
+        for n in names.values()
+        if n.endswith(".weight") and ("norm" in n or "projection.0" in n or "predictor.1" in n)
+    }
     # depth 2: 2*2 + 1 LayerNorm weights, 4 heads x 2 BN weights
     assert len(exempt) == 5 + 8 and len(decayed) + len(exempt) == len(names)
 
@@ -479,7 +587,9 @@ def test_update_teacher_ema_by_name() -> None:
         torch.testing.assert_close(p, 0.9 * before_t[name] + 0.1 * student[name])
     assert "masked_embed" in student and "masked_embed" not in before_t
     assert method.teacher.masked_embed is None
-    torch.testing.assert_close(method.teacher.pixel_sere.projection[0].running_mean, bn_before)  # not EMA'd
+    torch.testing.assert_close(
+        method.teacher.pixel_sere.projection[0].running_mean, bn_before
+    )  # not EMA'd
 
 
 def test_teacher_stays_in_train_mode() -> None:
@@ -499,7 +609,9 @@ def test_convert_sync_batchnorm() -> None:
     bns = [m for m in method.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert len(bns) == 16 and all(isinstance(m, nn.SyncBatchNorm) for m in bns)
     # Without a process group SyncBatchNorm computes plain batch statistics: same loss.
-    assert float(method.forward(batch, STEP0)["loss"].detach()) == pytest.approx(float(ref), rel=1e-6)
+    assert float(method.forward(batch, STEP0)["loss"].detach()) == pytest.approx(
+        float(ref), rel=1e-6
+    )
 
 
 def test_importer_round_trip(tmp_path) -> None:
@@ -521,7 +633,9 @@ def test_importer_round_trip(tmp_path) -> None:
     for key in ("loss", "cls", "patch", "spatial", "channel"):
         assert torch.equal(a[key], b[key]), key
     with torch.serialization.safe_globals([argparse.Namespace]):
-        assert isinstance(torch.load(path, weights_only=True, map_location="cpu")["args"], argparse.Namespace)
+        assert isinstance(
+            torch.load(path, weights_only=True, map_location="cpu")["args"], argparse.Namespace
+        )
 
 
 def test_importer_accepts_variants_and_rejects_mismatches() -> None:
@@ -532,7 +646,7 @@ def test_importer_accepts_variants_and_rejects_mismatches() -> None:
     variant = dict(ckpt)
     student = {}
     for k, v in ckpt["student"].items():
-        k = k[len("module."):]
+        k = k[len("module.") :]
         if k.startswith("head.last_layer2."):
             continue
         k = k.replace("last_layer.weight_g", "last_layer.parametrizations.weight.original0")
@@ -541,18 +655,30 @@ def test_importer_accepts_variants_and_rejects_mismatches() -> None:
     variant["student"] = student
     target = _tiny()
     load_official_checkpoint(target, variant)
-    torch.testing.assert_close(target.student.head.last_layer.weight_v, source.student.head.last_layer.weight_v)
+    torch.testing.assert_close(
+        target.student.head.last_layer.weight_v, source.student.head.last_layer.weight_v
+    )
 
-    missing = dict(ckpt, teacher={k: v for k, v in ckpt["teacher"].items() if "blocks.1.attn.qkv.weight" not in k})
+    missing = dict(
+        ckpt,
+        teacher={k: v for k, v in ckpt["teacher"].items() if "blocks.1.attn.qkv.weight" not in k},
+    )
     with pytest.raises(ValueError, match=r"teacher.*missing keys.*blocks\.1\.attn\.qkv\.weight"):
         load_official_checkpoint(_tiny(), missing)
-    extra = dict(ckpt, teacher=dict(ckpt["teacher"], **{"module.backbone.masked_embed": torch.zeros(1, 64)}))
+    extra = dict(
+        ckpt, teacher=dict(ckpt["teacher"], **{"module.backbone.masked_embed": torch.zeros(1, 64)})
+    )
     with pytest.raises(ValueError, match=r"unexpected keys.*backbone\.masked_embed"):
         load_official_checkpoint(_tiny(), extra)
-    shaped = dict(ckpt, student=dict(ckpt["student"], **{"module.backbone.norm.weight": torch.ones(32)}))
+    shaped = dict(
+        ckpt, student=dict(ckpt["student"], **{"module.backbone.norm.weight": torch.ones(32)})
+    )
     with pytest.raises(ValueError, match=r"shape of backbone\.norm\.weight"):
         load_official_checkpoint(_tiny(), shaped)
-    unshared = dict(ckpt, student=dict(ckpt["student"], **{"module.head.last_layer2.weight_v": torch.zeros(128, 16)}))
+    unshared = dict(
+        ckpt,
+        student=dict(ckpt["student"], **{"module.head.last_layer2.weight_v": torch.zeros(128, 16)}),
+    )
     with pytest.raises(ValueError, match="shared head"):
         load_official_checkpoint(_tiny(), unshared)
     with pytest.raises(ValueError, match="ibot_loss"):
@@ -593,9 +719,22 @@ def test_head_norm_layout_matches_the_official_indices() -> None:
     kinds = [type(m).__name__ for m in bn.mlp]
     assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear"]
     assert {k for k in bn.state_dict() if k.startswith("mlp.1.")} == {
-        "mlp.1.weight", "mlp.1.bias", "mlp.1.running_mean", "mlp.1.running_var", "mlp.1.num_batches_tracked"}
+        "mlp.1.weight",
+        "mlp.1.bias",
+        "mlp.1.running_mean",
+        "mlp.1.running_var",
+        "mlp.1.num_batches_tracked",
+    }
     ln = _tiny(norm_in_head="ln").student.head
-    assert [type(m).__name__ for m in ln.mlp] == ["Linear", "LayerNorm", "GELU", "Linear", "LayerNorm", "GELU", "Linear"]
+    assert [type(m).__name__ for m in ln.mlp] == [
+        "Linear",
+        "LayerNorm",
+        "GELU",
+        "Linear",
+        "LayerNorm",
+        "GELU",
+        "Linear",
+    ]
     plain = _tiny().student.head
     assert [type(m).__name__ for m in plain.mlp] == ["Linear", "GELU", "Linear", "GELU", "Linear"]
     for bad in ({"norm_in_head": "csyncbn"}, {"norm_in_head": "group"}, {"act_in_head": "silu"}):
@@ -614,7 +753,11 @@ def test_head_batchnorm_pools_batch_and_tokens() -> None:
     rows = tokens.reshape(15, -1)
     h = rows
     for m in head.mlp:
-        h = F.batch_norm(h, None, None, m.weight, m.bias, training=True, eps=m.eps) if isinstance(m, nn.BatchNorm1d) else m(h)
+        h = (
+            F.batch_norm(h, None, None, m.weight, m.bias, training=True, eps=m.eps)
+            if isinstance(m, nn.BatchNorm1d)
+            else m(h)
+        )
     want = head.last_layer(F.normalize(h, dim=-1)).reshape(3, 5, -1)
     torch.testing.assert_close(cls_logits, want[:, 0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(patch_logits, want[:, 1:], atol=1e-5, rtol=1e-5)
@@ -634,13 +777,18 @@ def test_head_batchnorm_trains_converts_and_round_trips(tmp_path) -> None:
     # BN weights are exempt from weight decay, their biases are not (SERE's rule, spec §5.3).
     decay, no_decay = method.param_groups()
     exempt = {id(p) for p in no_decay["params"]}
-    assert id(method.student.head.mlp[1].weight) in exempt and id(method.student.head.mlp[1].bias) not in exempt
+    assert (
+        id(method.student.head.mlp[1].weight) in exempt
+        and id(method.student.head.mlp[1].bias) not in exempt
+    )
     # Official checkpoint layout keeps the head BN keys and buffers.
     path = tmp_path / "checkpoint.pth"
     torch.save(to_official_checkpoint(method), path)
     target = _tiny(norm_in_head="bn")
     load_official_checkpoint(target, path)
-    torch.testing.assert_close(target.teacher.head.mlp[4].running_var, method.teacher.head.mlp[4].running_var)
+    torch.testing.assert_close(
+        target.teacher.head.mlp[4].running_var, method.teacher.head.mlp[4].running_var
+    )
     # SyncBatchNorm conversion covers the head too (4 SERE heads x 2 BNs + 2 head BNs, per branch).
     method.convert_sync_batchnorm()
     bns = [m for m in method.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

@@ -6,22 +6,31 @@ network, remaps its keys to timm's ``ResNet`` / ``VisionTransformer``, checks th
 writes a hub folder (``config.json`` + ``model.safetensors`` + ``README.md``). The per-method
 mappings live in :mod:`.care` and :mod:`.sere`.
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import os
 import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
 from .. import catalog
 from ..hub import (
-    ArchitectureMismatchError, ConversionError, HubFolder, UnsafeCheckpointError,
-    check_state_dict, compare_keys, expected_shapes, install_hub_folder, write_hub_folder,
+    ArchitectureMismatchError,
+    ConversionError,
+    HubFolder,
+    UnsafeCheckpointError,
+    check_state_dict,
+    compare_keys,
+    expected_shapes,
+    install_hub_folder,
+    write_hub_folder,
 )
 
 _logger = logging.getLogger(__name__)
@@ -70,7 +79,7 @@ def load_official(path: str | os.PathLike[str]) -> Any:
 
 def strip_prefix(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     """Keys starting with ``prefix``, with it removed (other keys dropped)."""
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 def _entry_for_method(checkpoint: str, method: str) -> catalog.CatalogEntry:
@@ -85,7 +94,10 @@ def _entry_for_method(checkpoint: str, method: str) -> catalog.CatalogEntry:
 
 
 def match_architecture(
-    state_dict: Mapping[str, torch.Tensor], method: str, num_classes: int, what: str,
+    state_dict: Mapping[str, torch.Tensor],
+    method: str,
+    num_classes: int,
+    what: str,
     checkpoint: str | None = None,
 ) -> str:
     """The zoo architecture whose timm keys and shapes ``state_dict`` matches exactly.
@@ -100,25 +112,35 @@ def match_architecture(
                 f"{what} {'has' if num_classes else 'has no'} classifier "
                 f"(num_classes={num_classes}) but {entry.name} has num_classes={entry.num_classes}."
             )
-        check_state_dict(state_dict, expected_shapes(entry.timm_arch, num_classes),
-                         what=what, target=f"{entry.name} (timm {entry.timm_arch})")
+        check_state_dict(
+            state_dict,
+            expected_shapes(entry.timm_arch, num_classes),
+            what=what,
+            target=f"{entry.name} (timm {entry.timm_arch})",
+        )
         return entry.arch
     archs = [a for a in catalog.architectures() if catalog.default_entry(a).method == method]
     scored = []
     for arch in archs:
         expected = expected_shapes(catalog.default_entry(arch).timm_arch, num_classes)
-        bad = sum(map(len, compare_keys(state_dict, expected)))  # missing + unexpected + wrong shape
+        bad = sum(
+            map(len, compare_keys(state_dict, expected))
+        )  # missing + unexpected + wrong shape
         if bad == 0:
             return arch
         scored.append((bad, arch))
     closest = min(scored)[1]
     try:
-        check_state_dict(state_dict, expected_shapes(
-            catalog.default_entry(closest).timm_arch, num_classes), what=what,
-            target=f"any {method.upper()} architecture; closest is {closest}")
+        check_state_dict(
+            state_dict,
+            expected_shapes(catalog.default_entry(closest).timm_arch, num_classes),
+            what=what,
+            target=f"any {method.upper()} architecture; closest is {closest}",
+        )
     except ArchitectureMismatchError as e:
         raise ArchitectureMismatchError(
-            f"{e}\n  Known {method.upper()} architectures: {', '.join(archs)}.") from None
+            f"{e}\n  Known {method.upper()} architectures: {', '.join(archs)}."
+        ) from None
     raise AssertionError("unreachable: a mismatch was counted")  # pragma: no cover
 
 
@@ -148,7 +170,10 @@ def resolve_checkpoint_name(
 
 
 def convert(
-    method: str, src: str | os.PathLike[str], *, checkpoint: str | None = None,
+    method: str,
+    src: str | os.PathLike[str],
+    *,
+    checkpoint: str | None = None,
     which: str | None = None,
 ) -> Conversion:
     """Read an official ``method`` checkpoint and map it to timm keys (no files written)."""
@@ -168,8 +193,13 @@ def convert(
 
 
 def convert_to_hub_folder(
-    method: str, src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
-    checkpoint: str | None = None, which: str | None = None, install: bool = False,
+    method: str,
+    src: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    checkpoint: str | None = None,
+    which: str | None = None,
+    install: bool = False,
 ) -> tuple[Conversion, HubFolder]:
     """:func:`convert`, then write the hub folder (and install it into the weights directory)."""
     from ..hub import file_sha256
@@ -177,8 +207,11 @@ def convert_to_hub_folder(
     result = convert(method, src, checkpoint=checkpoint, which=which)
     result.provenance["source_sha256"] = file_sha256(src)
     folder = write_hub_folder(
-        out_dir, result.state_dict, architecture=result.timm_arch,
-        checkpoint=result.checkpoint, provenance=result.provenance,
+        out_dir,
+        result.state_dict,
+        architecture=result.timm_arch,
+        checkpoint=result.checkpoint,
+        provenance=result.provenance,
         pretrained_cfg=None if result.checkpoint else {"num_classes": result.num_classes},
     )
     if install:

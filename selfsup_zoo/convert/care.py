@@ -13,9 +13,11 @@ Three layouts are accepted (spec care.md §1.3, §2):
 
 The encoder's keys are timm's by identity once the prefix is gone.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -71,22 +73,30 @@ def convert_care(
     if isinstance(classifier, dict) and "module.classifier.0.weight" in classifier:
         if which != "student":
             raise ConversionError(
-                f"{what} is a linear-evaluation model: it holds only the student encoder.")
+                f"{what} is a linear-evaluation model: it holds only the student encoder."
+            )
         encoder, dropped = _encoder_only(strip_prefix(classifier, "module.encoder."))
         bn = strip_prefix(classifier, "module.classifier.1.")
         missing_bn = {"weight", "bias", "running_mean", "running_var"} - set(bn)
         if missing_bn:
             raise ConversionError(
-                f"{what}: linear classifier has no BatchNorm1d ({sorted(missing_bn)} missing).")
-        fc_w, fc_b = fold_linear_bn(classifier["module.classifier.0.weight"],
-                                    classifier["module.classifier.0.bias"], bn)
+                f"{what}: linear classifier has no BatchNorm1d ({sorted(missing_bn)} missing)."
+            )
+        fc_w, fc_b = fold_linear_bn(
+            classifier["module.classifier.0.weight"], classifier["module.classifier.0.bias"], bn
+        )
         state = dict(encoder, **{"fc.weight": fc_w, "fc.bias": fc_b})
         num_classes = int(fc_w.shape[0])
-        notes.append("linear-evaluation model: frozen student encoder + Linear/BatchNorm1d "
-                     "classifier folded into timm's fc")
-        provenance.update(format="linear-evaluation model", network="student",
-                          linear_eval_epoch=obj.get("start_epoch"),
-                          best_top1=obj.get("best_top1"))
+        notes.append(
+            "linear-evaluation model: frozen student encoder + Linear/BatchNorm1d "
+            "classifier folded into timm's fc"
+        )
+        provenance.update(
+            format="linear-evaluation model",
+            network="student",
+            linear_eval_epoch=obj.get("start_epoch"),
+            best_top1=obj.get("best_top1"),
+        )
     else:
         model = obj.get("model") if isinstance(obj.get("model"), dict) else None
         full_prefix = None
@@ -100,16 +110,19 @@ def convert_care(
         if full_prefix is not None:
             state, dropped = _encoder_only(strip_prefix(model, full_prefix))
             epochs = obj.get("start_epoch")
-            notes.append(f"full pre-training checkpoint: exported the {which} encoder"
-                         + (" (what the official linear evaluation uses)"
-                            if which == "student" else ""))
-            provenance.update(format="pre-training checkpoint", network=which,
-                              pretrain_epochs=epochs)
+            notes.append(
+                f"full pre-training checkpoint: exported the {which} encoder"
+                + (" (what the official linear evaluation uses)" if which == "student" else "")
+            )
+            provenance.update(
+                format="pre-training checkpoint", network=which, pretrain_epochs=epochs
+            )
         else:
             flat = _unwrap(obj)
             if flat is obj and not all(isinstance(v, torch.Tensor) for v in flat.values()):
                 raise ConversionError(
-                    f"{what}: not a CARE checkpoint (top-level keys: {sorted(obj)[:10]}).")
+                    f"{what}: not a CARE checkpoint (top-level keys: {sorted(obj)[:10]})."
+                )
             for prefix in ("module.", "student_encoder.", "encoder.", "backbone."):
                 if flat and all(k.startswith(prefix) for k in flat):
                     flat = strip_prefix(flat, prefix)
@@ -130,5 +143,12 @@ def convert_care(
 
     arch = match_architecture(state, "care", num_classes, what, checkpoint)
     name, candidates = resolve_checkpoint_name(checkpoint, arch, num_classes, epochs)
-    return Conversion(state_dict=state, arch=arch, checkpoint=name, candidates=candidates,
-                      num_classes=num_classes, notes=notes, provenance=provenance)
+    return Conversion(
+        state_dict=state,
+        arch=arch,
+        checkpoint=name,
+        candidates=candidates,
+        num_classes=num_classes,
+        notes=notes,
+        provenance=provenance,
+    )

@@ -6,6 +6,7 @@ dict; strip ``module.``; keep ``backbone.*`` when present (drops the iBOT head);
 token and the four SERE heads; require exactly timm's ViT keys. A ``masked_embed`` key means the
 weights are the student's (the teacher has no mask token).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -42,8 +43,7 @@ def convert_sere(
             raise ConversionError(f"{what} has no {picked!r} network (keys: {sorted(obj)}).")
         state = obj[picked]
         epochs = obj.get("epoch")  # the next epoch to run == epochs completed
-        provenance.update(format="pre-training checkpoint", network=picked,
-                          pretrain_epochs=epochs)
+        provenance.update(format="pre-training checkpoint", network=picked, pretrain_epochs=epochs)
         notes.append(f"full pre-training checkpoint: exported the {picked}")
     else:
         state, container = obj, "flat state dict"
@@ -67,8 +67,13 @@ def convert_sere(
             "'backbone' file instead."
         )
     student_hint = "masked_embed" in state
-    dropped = sorted({"head (iBOT projection head)" if k.startswith("head.") else k.split(".")[0]
-                      for k in state if _training_only(k)})
+    dropped = sorted(
+        {
+            "head (iBOT projection head)" if k.startswith("head.") else k.split(".")[0]
+            for k in state
+            if _training_only(k)
+        }
+    )
     # A timm ViT has no BatchNorm: every BN buffer sat in a head dropped here.
     state = {k: v for k, v in state.items() if not _training_only(k)}
     if dropped:
@@ -77,8 +82,8 @@ def convert_sere(
         picked = "student" if student_hint else "teacher (probably)"
         notes.append(
             "backbone file holds the mask token 'masked_embed': these are student weights"
-            if student_hint else
-            "backbone file has no mask token: consistent with teacher weights (the student has one)"
+            if student_hint
+            else "backbone file has no mask token: consistent with teacher weights (the student has one)"
         )
         provenance["network"] = "student" if student_hint else "teacher (no masked_embed)"
     elif student_hint and picked == "teacher":
@@ -86,5 +91,12 @@ def convert_sere(
 
     arch = match_architecture(state, "sere", 0, what, checkpoint)
     name, candidates = resolve_checkpoint_name(checkpoint, arch, 0, epochs)
-    return Conversion(state_dict=state, arch=arch, checkpoint=name, candidates=candidates,
-                      num_classes=0, notes=notes, provenance=provenance)
+    return Conversion(
+        state_dict=state,
+        arch=arch,
+        checkpoint=name,
+        candidates=candidates,
+        num_classes=0,
+        notes=notes,
+        provenance=provenance,
+    )

@@ -3,6 +3,7 @@
 The names are loaded on first use, so that ``python -m selfsup_zoo.evaluation.knn`` does not find
 its own module already imported by the package (runpy's double-import warning).
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -12,6 +12,7 @@ Command line::
 ``MODEL`` is anything ``timm.create_model`` accepts (``care_resnet50``, ``local-dir:<folder>``,
 ``hf-hub:<repo>``, after ``import selfsup_zoo``); weights are loaded unless ``--random-init``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from selfsup_zoo.training.data import (
-    EvalView, ImageFolderDataset, collate_views, data_cache_dir, image_folder_classes, normalize_uint8,
+    EvalView,
+    ImageFolderDataset,
+    collate_views,
+    data_cache_dir,
+    image_folder_classes,
+    normalize_uint8,
     resolve_data_root,
 )
 
@@ -63,10 +69,16 @@ def extract_features(
             raise ValueError(
                 f"{root}: class folders {unknown[:5]} have no counterpart among the training classes; "
                 "k-NN can only predict classes that have training images, so give both splits the "
-                "same class folder names")
+                "same class folder names"
+            )
         remap = torch.tensor([class_to_idx[c] for c in dataset.classes])
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_views)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_views,
+    )
     mean_t = torch.tensor(mean, device=device).view(-1, 1, 1)
     std_t = torch.tensor(std, device=device).view(-1, 1, 1)
     model.eval().to(device)
@@ -77,7 +89,8 @@ def extract_features(
         if out.ndim != 2:
             raise ValueError(
                 f"k-NN needs pooled features [B, D]; the model returned {tuple(out.shape)}. "
-                "Create it with num_classes=0 and a global pool.")
+                "Create it with num_classes=0 and a global pool."
+            )
         feats.append(F.normalize(out.float(), dim=1).cpu())
         labels.append(batch["label"] if remap is None else remap[batch["label"]])
     return torch.cat(feats), torch.cat(labels)
@@ -99,7 +112,7 @@ def knn_predict(
     k = min(k, train_feats.shape[0])
     scores = []
     for start in range(0, test_feats.shape[0], chunk):
-        sim = test_feats[start:start + chunk] @ train_feats.T
+        sim = test_feats[start : start + chunk] @ train_feats.T
         top_sim, top_idx = sim.topk(k, dim=1)
         weights = (top_sim / temperature).exp()
         votes = torch.zeros(sim.shape[0], num_classes, dtype=weights.dtype)
@@ -123,23 +136,34 @@ def knn_evaluate(
     import timm.data
 
     cfg = timm.data.resolve_data_config({}, model=model)
-    common = dict(size=cfg["input_size"][-1], crop_pct=cfg["crop_pct"], mean=cfg["mean"],
-                  std=cfg["std"], interpolation=cfg["interpolation"], batch_size=batch_size,
-                  num_workers=num_workers, device=device)
+    common = dict(
+        size=cfg["input_size"][-1],
+        crop_pct=cfg["crop_pct"],
+        mean=cfg["mean"],
+        std=cfg["std"],
+        interpolation=cfg["interpolation"],
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+    )
     train_classes = image_folder_classes(train_root)
     train_feats, train_labels = extract_features(model, train_root, **common)
     val_feats, val_labels = extract_features(
-        model, val_root, **common, class_to_idx={c: i for i, c in enumerate(train_classes)})
+        model, val_root, **common, class_to_idx={c: i for i, c in enumerate(train_classes)}
+    )
     num_classes = len(train_classes)
-    scores = knn_predict(train_feats, train_labels, val_feats, k=k, temperature=temperature,
-                         num_classes=num_classes)
+    scores = knn_predict(
+        train_feats, train_labels, val_feats, k=k, temperature=temperature, num_classes=num_classes
+    )
     top = scores.topk(min(5, num_classes), dim=1).indices
     hit = top == val_labels[:, None]
     return {
         "top1": 100.0 * hit[:, 0].float().mean().item(),
         "top5": 100.0 * hit.any(dim=1).float().mean().item(),
-        "k": k, "temperature": temperature,
-        "num_train": int(train_feats.shape[0]), "num_val": int(val_feats.shape[0]),
+        "k": k,
+        "temperature": temperature,
+        "num_train": int(train_feats.shape[0]),
+        "num_val": int(val_feats.shape[0]),
         "feature_dim": int(train_feats.shape[1]),
     }
 
@@ -151,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="timm model name, local-dir:<folder> or hf-hub:<repo>")
-    parser.add_argument("--train", required=True, help="image folder root/<class>/<image> (or embedded:digits/train)")
+    parser.add_argument(
+        "--train",
+        required=True,
+        help="image folder root/<class>/<image> (or embedded:digits/train)",
+    )
     parser.add_argument("--val", required=True, help="image folder of the evaluation split")
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--temperature", type=float, default=0.07)
@@ -159,11 +187,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--random-init", action="store_true", help="do not load weights (baseline)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="torch seed set before the model is built (makes --random-init repeatable)")
-    parser.add_argument("--cache-dir", default="",
-                        help="where embedded:... data sets are materialised "
-                             "(default $SELFSUP_ZOO_CACHE/data or ~/.cache/selfsup_zoo/data)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="torch seed set before the model is built (makes --random-init repeatable)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default="",
+        help="where embedded:... data sets are materialised "
+        "(default $SELFSUP_ZOO_CACHE/data or ~/.cache/selfsup_zoo/data)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -172,8 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     val = resolve_data_root(args.val, cache)
     torch.manual_seed(args.seed)
     model = timm.create_model(args.model, pretrained=not args.random_init, num_classes=0)
-    result = knn_evaluate(model, train, val, k=args.k, temperature=args.temperature,
-                          batch_size=args.batch_size, num_workers=args.workers, device=args.device)
+    result = knn_evaluate(
+        model,
+        train,
+        val,
+        k=args.k,
+        temperature=args.temperature,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        device=args.device,
+    )
     result["model"] = args.model
     print(json.dumps(result, indent=2))
     return 0 if math.isfinite(result["top1"]) else 1

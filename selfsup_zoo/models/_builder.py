@@ -1,12 +1,14 @@
 """Shared pieces of the zoo's timm registration: cfg table, weight resolution, key checks."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import torch
-from torch import nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, resolve_pretrained_cfg
+from torch import nn
 
 from .. import catalog, hub
 
@@ -16,10 +18,13 @@ def zoo_default_cfgs(method: str) -> dict[str, Any]:
 
     The first row of an architecture is its default tag (timm picks the first tag with weights).
     """
-    return generate_default_cfgs({
-        entry.name: entry.pretrained_cfg()
-        for entry in catalog.CATALOG.values() if entry.method == method
-    })
+    return generate_default_cfgs(
+        {
+            entry.name: entry.pretrained_cfg()
+            for entry in catalog.CATALOG.values()
+            if entry.method == method
+        }
+    )
 
 
 def _check_pretrained(
@@ -34,8 +39,10 @@ def _check_pretrained(
     # The file must hold exactly the catalog architecture's tensors; the model being built may
     # differ (num_classes, in_chans, img_size), which timm adapts after this filter.
     hub.check_state_dict(
-        state_dict, hub.expected_shapes(timm_arch, num_classes),
-        what=f"Pretrained weights {origin}", target=f"{timm_arch} (num_classes={num_classes})",
+        state_dict,
+        hub.expected_shapes(timm_arch, num_classes),
+        what=f"Pretrained weights {origin}",
+        target=f"{timm_arch} (num_classes={num_classes})",
     )
     return then(state_dict, model) if then is not None else state_dict
 
@@ -67,11 +74,19 @@ def create_zoo_model(
             origin = f"{resolved.path}"
         timm_arch = catalog.default_entry(variant).timm_arch
         filter_wrapper = partial(
-            _check_pretrained, timm_arch=timm_arch, num_classes=int(cfg.num_classes or 0),
-            origin=origin, then=filter_fn,
+            _check_pretrained,
+            timm_arch=timm_arch,
+            num_classes=int(cfg.num_classes or 0),
+            origin=origin,
+            then=filter_fn,
         )
     return build_model_with_cfg(
-        model_cls, variant, pretrained,
-        pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=pretrained_cfg_overlay,
-        pretrained_filter_fn=filter_wrapper, cache_dir=cache_dir, **kwargs,
+        model_cls,
+        variant,
+        pretrained,
+        pretrained_cfg=pretrained_cfg,
+        pretrained_cfg_overlay=pretrained_cfg_overlay,
+        pretrained_filter_fn=filter_wrapper,
+        cache_dir=cache_dir,
+        **kwargs,
     )

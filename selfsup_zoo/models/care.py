@@ -4,6 +4,7 @@ CARE's encoder is exactly torchvision/timm ResNet v1.5 (spec: same keys, bit-ide
 so each builder passes the same architecture kwargs as the timm builder named in the catalog row
 (``resnet50``, ``wide_resnet50_2``, ``resnet101``, ``resnet152``). Registered under module ``care``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,7 +31,8 @@ def care_wide_resnet50_2(pretrained: bool = False, **kwargs: Any) -> ResNet:
     ``wide_resnet50_2``)."""
     model_args = dict(block=Bottleneck, layers=(3, 4, 6, 3), base_width=128)
     return create_zoo_model(
-        ResNet, "care_wide_resnet50_2", pretrained, **dict(model_args, **kwargs))
+        ResNet, "care_wide_resnet50_2", pretrained, **dict(model_args, **kwargs)
+    )
 
 
 @register_model

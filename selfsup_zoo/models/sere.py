@@ -4,6 +4,7 @@ The official DINO/iBOT-style ViT has timm's key names and shapes and, at 224 px,
 (spec: bit-identical with fused attention off), so each builder passes the same kwargs as timm's
 ``vit_small_patch16_224`` / ``vit_base_patch16_224``. Registered under module ``sere``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,9 +23,12 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> VisionTransformer:
     # (without it features_only falls back to a wrapper that fails on ViTs); checkpoint_filter_fn
     # resamples pos_embed / patch_embed when img_size or patch_size differ from the weights.
     return create_zoo_model(
-        VisionTransformer, variant, pretrained,
+        VisionTransformer,
+        variant,
+        pretrained,
         feature_cfg=dict(out_indices=3, feature_cls="getter"),
-        filter_fn=checkpoint_filter_fn, **kwargs,
+        filter_fn=checkpoint_filter_fn,
+        **kwargs,
     )
 
 

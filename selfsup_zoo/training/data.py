@@ -40,6 +40,7 @@ Differences from the official PIL pipelines (CARE ``data/transforms.py``, SERE/i
 * Random streams are not bit-identical to the official loaders (different generators and seeding),
   which does not matter for loss parity on given inputs.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -58,11 +59,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as TF
 
 from selfsup_zoo._io import atomic_write_text
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +220,9 @@ class _Photometric:
         self.blur_p = blur_p
         self.solarize_p = solarize_p
         self.sigma = (float(sigma[0]), float(sigma[1]))
-        self.kernel = blur_kernel if blur_kernel is not None else blur_kernel_size(side, self.sigma[1])
+        self.kernel = (
+            blur_kernel if blur_kernel is not None else blur_kernel_size(side, self.sigma[1])
+        )
         if self.kernel % 2 != 1:
             raise ValueError(f"blur kernel size must be odd, got {self.kernel}")
 
@@ -304,7 +306,9 @@ class CareViews:
         blur = _as_pair(blur_p, "blur_p")
         sol = _as_pair(solarize_p, "solarize_p")
         self.views = [
-            _Photometric(self.size, jitter, jitter_p, grayscale_p, blur[v], sol[v], sigma, blur_kernel)
+            _Photometric(
+                self.size, jitter, jitter_p, grayscale_p, blur[v], sol[v], sigma, blur_kernel
+            )
             for v in range(2)
         ]
 
@@ -312,7 +316,14 @@ class CareViews:
         height, width = img.shape[-2:]
         x0, y0, w, h = sample_crop_box(rng, height, width, self.scale, self.ratio)
         out = TF.resized_crop(
-            img, y0, x0, h, w, [self.size, self.size], interpolation=self.interpolation, antialias=True
+            img,
+            y0,
+            x0,
+            h,
+            w,
+            [self.size, self.size],
+            interpolation=self.interpolation,
+            antialias=True,
         )
         # CARE's order (care.md §4.1): jitter -> blur -> grayscale -> flip -> solarize. The flip
         # after the colour ops differs from BYOL's order only in rounding (the ops commute).
@@ -327,7 +338,10 @@ class CareViews:
         return self.size
 
     def __call__(self, img: torch.Tensor, rng: random.Random, epoch: int = 0) -> dict[str, Any]:
-        return {"x1": self._view(img, rng, self.views[0]), "x2": self._view(img, rng, self.views[1])}
+        return {
+            "x1": self._view(img, rng, self.views[0]),
+            "x2": self._view(img, rng, self.views[1]),
+        }
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,7 +461,11 @@ class SereViews:
             )
         if pred_shape not in ("block", "rand"):
             raise ValueError(f"pred_shape must be 'block' or 'rand', got {pred_shape!r}")
-        means = [float(pred_ratio)] if isinstance(pred_ratio, (int, float)) else [float(r) for r in pred_ratio]
+        means = (
+            [float(pred_ratio)]
+            if isinstance(pred_ratio, (int, float))
+            else [float(r) for r in pred_ratio]
+        )
         vars_ = (
             [float(pred_ratio_var)] * len(means)
             if isinstance(pred_ratio_var, (int, float))
@@ -457,7 +475,9 @@ class SereViews:
             raise ValueError(f"pred_ratio {means} and pred_ratio_var {vars_} need the same length")
         for m, v in zip(means, vars_):
             if v < 0 or v > m or m + v > 1.0:
-                raise ValueError(f"need 0 <= var <= mean and mean + var <= 1, got mean {m}, var {v}")
+                raise ValueError(
+                    f"need 0 <= var <= mean and mean + var <= 1, got mean {m}, var {v}"
+                )
         self.global_size = int(global_size)
         self.local_size = int(local_size)
         self.global_scale = (float(global_scale[0]), float(global_scale[1]))
@@ -475,7 +495,9 @@ class SereViews:
         g_blur = _as_pair(global_blur_p, "global_blur_p")
         g_sol = _as_pair(global_solarize_p, "global_solarize_p")
         self.global_photo = [
-            _Photometric(self.global_size, jitter, jitter_p, grayscale_p, g_blur[v], g_sol[v], sigma, None)
+            _Photometric(
+                self.global_size, jitter, jitter_p, grayscale_p, g_blur[v], g_sol[v], sigma, None
+            )
             for v in range(2)
         ]
         self.local_photo = _Photometric(
@@ -492,7 +514,9 @@ class SereViews:
     ) -> tuple[torch.Tensor, list[float]]:
         height, width = img.shape[-2:]
         x0, y0, w, h = sample_crop_box(rng, height, width, scale, self.ratio)
-        out = TF.resized_crop(img, y0, x0, h, w, [size, size], interpolation=self.interpolation, antialias=True)
+        out = TF.resized_crop(
+            img, y0, x0, h, w, [size, size], interpolation=self.interpolation, antialias=True
+        )
         flip = rng.random() < self.flip_p
         if flip:
             out = TF.horizontal_flip(out)
@@ -511,12 +535,18 @@ class SereViews:
         if epoch < self.pred_start_epoch:
             return 0.0
         # Every candidate is drawn (consuming the RNG) before one is chosen, as in iBOT.
-        candidates = [rng.uniform(m - v, m + v) if v > 0 else m for m, v in zip(self.pred_ratio, self.pred_ratio_var)]
+        candidates = [
+            rng.uniform(m - v, m + v) if v > 0 else m
+            for m, v in zip(self.pred_ratio, self.pred_ratio_var)
+        ]
         return rng.choice(candidates)
 
     def __call__(self, img: torch.Tensor, rng: random.Random, epoch: int = 0) -> dict[str, Any]:
         globals_, gboxes = zip(
-            *(self._crop(img, rng, self.global_size, self.global_scale, self.global_photo[v]) for v in range(2))
+            *(
+                self._crop(img, rng, self.global_size, self.global_scale, self.global_photo[v])
+                for v in range(2)
+            )
         )
         locals_: list[torch.Tensor] = []
         lboxes: list[list[float]] = []
@@ -525,7 +555,10 @@ class SereViews:
             locals_.append(crop)
             lboxes.append(box)
         make = block_mask if self.pred_shape == "block" else random_mask
-        masks = [make(rng, self.grid, self.grid, self.mask_ratio(rng, epoch) * self.grid * self.grid) for _ in range(2)]
+        masks = [
+            make(rng, self.grid, self.grid, self.mask_ratio(rng, epoch) * self.grid * self.grid)
+            for _ in range(2)
+        ]
         if locals_:
             local_t = torch.stack(locals_)
         else:
@@ -565,7 +598,10 @@ class EvalView:
     """
 
     def __init__(
-        self, size: int = 224, crop_pct: float = 0.875, interpolation: str | InterpolationMode = "bilinear"
+        self,
+        size: int = 224,
+        crop_pct: float = 0.875,
+        interpolation: str | InterpolationMode = "bilinear",
     ) -> None:
         if not 0 < crop_pct <= 1:
             raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
@@ -573,7 +609,9 @@ class EvalView:
         self.resize = int(math.floor(size / crop_pct))
         self.interpolation = _interp(interpolation)
 
-    def __call__(self, img: torch.Tensor, rng: random.Random | None = None, epoch: int = 0) -> dict[str, Any]:
+    def __call__(
+        self, img: torch.Tensor, rng: random.Random | None = None, epoch: int = 0
+    ) -> dict[str, Any]:
         out = TF.resize(img, [self.resize], interpolation=self.interpolation, antialias=True)
         out = TF.center_crop(out, [self.size, self.size])
         return {"image": out.contiguous()}
@@ -619,7 +657,9 @@ def _scan_image_folder(root: Path) -> tuple[list[str], list[bytes], list[int]]:
                 files.append(os.fsencode(os.path.join(rel, fname)))
                 targets.append(label)
     if not files:
-        raise FileNotFoundError(f"no image files under the {len(classes)} class folders of {root} ({layout})")
+        raise FileNotFoundError(
+            f"no image files under the {len(classes)} class folders of {root} ({layout})"
+        )
     if skipped:
         logger.info("ignored %d files without an image extension under %s", skipped, root)
     return classes, files, targets
@@ -647,7 +687,14 @@ class ImageFolderDataset(Dataset):
     workers do not copy the (ImageNet-sized) list through reference-count writes.
     """
 
-    def __init__(self, root: str | os.PathLike[str], transform: ViewTransform | None, *, seed: int = 0, strict: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        transform: ViewTransform | None,
+        *,
+        seed: int = 0,
+        strict: bool = False,
+    ) -> None:
         self.root = Path(root).expanduser()
         self.transform = transform
         self.seed = int(seed)
@@ -659,7 +706,9 @@ class ImageFolderDataset(Dataset):
         self._files = np.array(files, dtype=np.bytes_)
         self.targets = np.asarray(targets, dtype=np.int64)
         self._bad: set[int] = set()
-        logger.info("image folder %s: %d images, %d classes", self.root, len(self._files), len(classes))
+        logger.info(
+            "image folder %s: %d images, %d classes", self.root, len(self._files), len(classes)
+        )
 
     def __len__(self) -> int:
         return len(self._files)
@@ -699,7 +748,11 @@ class ImageFolderDataset(Dataset):
                         "to skip unreadable files (each is replaced by the next readable image)"
                     ) from err
                 self._bad.add(j)
-                logger.warning("skipping unreadable image %s (%s); substituting the next readable image", path, err)
+                logger.warning(
+                    "skipping unreadable image %s (%s); substituting the next readable image",
+                    path,
+                    err,
+                )
         raise RuntimeError(f"none of the {n} images under {self.root} could be decoded")
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
@@ -806,7 +859,13 @@ def materialize_digits(root: str | os.PathLike[str], size: int = 64, *, val_ever
     size = int(size)
     if size < 8:
         raise ValueError(f"size must be >= 8 (the scans are 8x8), got {size}")
-    params = {"dataset": "sklearn-digits", "size": size, "val_every": int(val_every), "count": _DIGITS_COUNT, "version": 1}
+    params = {
+        "dataset": "sklearn-digits",
+        "size": size,
+        "val_every": int(val_every),
+        "count": _DIGITS_COUNT,
+        "version": 1,
+    }
     marker = root / _DIGITS_MARKER
 
     def complete() -> bool:
@@ -823,7 +882,9 @@ def materialize_digits(root: str | os.PathLike[str], size: int = 64, *, val_ever
         try:
             from sklearn.datasets import load_digits
         except ImportError as err:  # pragma: no cover - scikit-learn is a dependency
-            raise ImportError("embedded digits need scikit-learn (pip install scikit-learn)") from err
+            raise ImportError(
+                "embedded digits need scikit-learn (pip install scikit-learn)"
+            ) from err
         from torchvision.io import write_png
 
         logger.info("materialising scikit-learn digits at %d px under %s", size, root)
@@ -832,7 +893,9 @@ def materialize_digits(root: str | os.PathLike[str], size: int = 64, *, val_ever
             shutil.rmtree(root / split, ignore_errors=True)
         digits = load_digits()
         scans = torch.from_numpy(digits.images).to(torch.float32).unsqueeze(1) * (255.0 / 16.0)
-        up = torch.nn.functional.interpolate(scans, size=(size, size), mode="bicubic", align_corners=False)
+        up = torch.nn.functional.interpolate(
+            scans, size=(size, size), mode="bicubic", align_corners=False
+        )
         images = up.clamp(0, 255).round().to(torch.uint8).expand(-1, 3, -1, -1)
         for i, (img, label) in enumerate(zip(images, digits.target.tolist())):
             split = "val" if val_every > 0 and i % val_every == 0 else "train"

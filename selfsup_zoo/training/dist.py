@@ -1,5 +1,6 @@
 """Process-group helpers: one code path for a single CPU process, ``torchrun`` on CPUs (gloo) and
 ``torchrun`` on GPUs (NCCL), on one node or many."""
+
 from __future__ import annotations
 
 import datetime
@@ -15,8 +16,16 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DistInfo", "init_distributed", "cleanup", "barrier", "all_mean", "all_gather_objects",
-           "broadcast_object", "enable_cpu_sync_batchnorm"]
+__all__ = [
+    "DistInfo",
+    "init_distributed",
+    "cleanup",
+    "barrier",
+    "all_mean",
+    "all_gather_objects",
+    "broadcast_object",
+    "enable_cpu_sync_batchnorm",
+]
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,9 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device: str = "auto", backend: str = "auto", timeout_min: float = 30.0) -> DistInfo:
+def init_distributed(
+    device: str = "auto", backend: str = "auto", timeout_min: float = 30.0
+) -> DistInfo:
     """Join the process group described by torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK).
 
     Without those variables this is a single process (no process group). ``device="auto"`` picks
@@ -59,11 +70,16 @@ def init_distributed(device: str = "auto", backend: str = "auto", timeout_min: f
     if backend == "auto":
         backend = "nccl" if dev.type == "cuda" else "gloo"
     if not dist.is_initialized():
-        kwargs: dict[str, Any] = {"backend": backend, "timeout": datetime.timedelta(minutes=timeout_min)}
+        kwargs: dict[str, Any] = {
+            "backend": backend,
+            "timeout": datetime.timedelta(minutes=timeout_min),
+        }
         if backend == "nccl":
             kwargs["device_id"] = dev
         dist.init_process_group(**kwargs)
-    logger.info("rank %d/%d (local %d) on %s, backend %s", rank, world_size, local_rank, dev, backend)
+    logger.info(
+        "rank %d/%d (local %d) on %s, backend %s", rank, world_size, local_rank, dev, backend
+    )
     return DistInfo(rank, world_size, local_rank, dev, backend)
 
 
@@ -152,7 +168,9 @@ class CpuSyncBatchNorm(_BatchNorm):
                     self.num_batches_tracked += 1
                     mom = self.momentum
                 unbiased = var.detach() * n / (n - 1).clamp_min(1.0)
-                self.running_mean.mul_(1 - mom).add_(mean.detach().to(self.running_mean.dtype), alpha=mom)
+                self.running_mean.mul_(1 - mom).add_(
+                    mean.detach().to(self.running_mean.dtype), alpha=mom
+                )
                 self.running_var.mul_(1 - mom).add_(unbiased.to(self.running_var.dtype), alpha=mom)
         shape = [1, c] + [1] * (input.dim() - 2)
         y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)

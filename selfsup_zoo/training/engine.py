@@ -23,6 +23,7 @@ Invariants the design rests on
 * **A non-finite loss stops the run** before the optimizer step and before any checkpoint is
   written, so the last checkpoint on disk is the last good state.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,9 +33,10 @@ import math
 import random
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,16 +49,29 @@ from selfsup_zoo.training import dist as tdist
 from selfsup_zoo.training.data import default_cache_dir  # noqa: F401  (re-exported, see __all__)
 from selfsup_zoo.training.methods import StepInfo, build_method
 from selfsup_zoo.training.optim import (
-    build_optimizer, clip_gradients, lr_schedule, momentum_schedule, wd_schedule,
+    build_optimizer,
+    clip_gradients,
+    lr_schedule,
+    momentum_schedule,
+    wd_schedule,
 )
 from selfsup_zoo.training.recipe import Recipe
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "CheckpointError", "NonFiniteLossError", "RunResult", "StepSampler",
-    "train", "save_checkpoint", "load_checkpoint", "list_checkpoints", "find_latest_checkpoint",
-    "default_cache_dir", "git_commit",
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "NonFiniteLossError",
+    "RunResult",
+    "StepSampler",
+    "train",
+    "save_checkpoint",
+    "load_checkpoint",
+    "list_checkpoints",
+    "find_latest_checkpoint",
+    "default_cache_dir",
+    "git_commit",
 ]
 
 CHECKPOINT_FORMAT = "selfsup_zoo.training.checkpoint/1"
@@ -97,11 +112,20 @@ class StepSampler(Sampler[list[tuple[int, int]]]):
     pairs carry the epoch to persistent workers (the dataset accepts ``(epoch, index)``).
     """
 
-    def __init__(self, num_samples: int, global_batch: int, micro_batch: int, world_size: int, rank: int,
-                 seed: int) -> None:
+    def __init__(
+        self,
+        num_samples: int,
+        global_batch: int,
+        micro_batch: int,
+        world_size: int,
+        rank: int,
+        seed: int,
+    ) -> None:
         if global_batch % (world_size * micro_batch):
-            raise ValueError(f"global batch {global_batch} is not a multiple of world size {world_size} "
-                             f"x per-device batch {micro_batch}")
+            raise ValueError(
+                f"global batch {global_batch} is not a multiple of world size {world_size} "
+                f"x per-device batch {micro_batch}"
+            )
         self.num_samples = num_samples
         self.global_batch = global_batch
         self.micro = micro_batch
@@ -130,7 +154,7 @@ class StepSampler(Sampler[list[tuple[int, int]]]):
         for s in range(self.start_step, self.steps_per_epoch):
             base = s * self.global_batch + self.rank * share
             for a in range(self.accum):
-                chunk = perm[base + a * self.micro: base + (a + 1) * self.micro]
+                chunk = perm[base + a * self.micro : base + (a + 1) * self.micro]
                 yield [(self.epoch, int(i)) for i in chunk]
 
 
@@ -157,8 +181,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "previous checkpoint (--resume auto does this automatically)."
         ) from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a selfsup_zoo training checkpoint (format "
-                              f"{state.get('format') if isinstance(state, dict) else type(state)})")
+        raise CheckpointError(
+            f"{path} is not a selfsup_zoo training checkpoint (format "
+            f"{state.get('format') if isinstance(state, dict) else type(state)})"
+        )
     missing = [k for k in ("recipe", "step", "method", "optimizer", "complete") if k not in state]
     if missing or state["complete"] is not True:
         raise CheckpointError(f"checkpoint {path} is incomplete (missing {missing})")
@@ -175,7 +201,7 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
         name = p.name
         if name.startswith(_CKPT_PREFIX) and name.endswith(_CKPT_SUFFIX):
             try:
-                found.append((int(name[len(_CKPT_PREFIX):-len(_CKPT_SUFFIX)]), p))
+                found.append((int(name[len(_CKPT_PREFIX) : -len(_CKPT_SUFFIX)]), p))
             except ValueError:
                 continue
     return [p for _, p in sorted(found)]
@@ -216,10 +242,22 @@ def _capture_rng(device: torch.device) -> dict[str, Any]:
 
 def _restore_rng(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"],
-                         state["numpy_has_gauss"], state["numpy_gauss"]))
-    random.setstate((state["python_version"], tuple(int(v) for v in state["python_state"].tolist()),
-                     state["python_gauss"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            state["numpy_keys"].numpy().astype(np.uint32),
+            state["numpy_pos"],
+            state["numpy_has_gauss"],
+            state["numpy_gauss"],
+        )
+    )
+    random.setstate(
+        (
+            state["python_version"],
+            tuple(int(v) for v in state["python_state"].tolist()),
+            state["python_gauss"],
+        )
+    )
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
 
@@ -237,19 +275,31 @@ def git_commit() -> str:
     """Commit of the source tree the package runs from ("" outside a git checkout)."""
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return ""
     if out.returncode != 0:
         return ""
     commit = out.stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                           capture_output=True, text=True, timeout=10)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=here,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     return commit + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
 
 
-def _to_device(batch: dict[str, Any], device: torch.device, mean: torch.Tensor, std: torch.Tensor,
-               channels_last: bool) -> dict[str, Any]:
+def _to_device(
+    batch: dict[str, Any],
+    device: torch.device,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    channels_last: bool,
+) -> dict[str, Any]:
     """Move a collated batch to the device and turn every uint8 image tensor into normalised fp32.
 
     Images stay uint8 through the loader (4x less host memory and transfer); the conversion is
@@ -321,8 +371,13 @@ def _build_data(recipe: Recipe, info: tdist.DistInfo) -> Any:
     views = sdata.build_views(d.views, d.view_args)
     dataset = sdata.ImageFolderDataset(root, views, seed=recipe.engine.seed, strict=d.strict)
     if d.expected_images and len(dataset) != d.expected_images and info.is_main:
-        logger.warning("data root %s holds %d images; the official run used %d (iterations per epoch "
-                       "and schedules follow the data found)", root, len(dataset), d.expected_images)
+        logger.warning(
+            "data root %s holds %d images; the official run used %d (iterations per epoch "
+            "and schedules follow the data found)",
+            root,
+            len(dataset),
+            d.expected_images,
+        )
     return dataset, sdata.collate_views
 
 
@@ -343,8 +398,10 @@ def method_table(recipe: Recipe, accum: int) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(cfg_cls)}
     if "epochs" in names:
         if table.get("epochs", recipe.engine.epochs) != recipe.engine.epochs:
-            raise ValueError(f"method.epochs ({table['epochs']}) differs from engine.epochs "
-                             f"({recipe.engine.epochs}); leave method.epochs out")
+            raise ValueError(
+                f"method.epochs ({table['epochs']}) differs from engine.epochs "
+                f"({recipe.engine.epochs}); leave method.epochs out"
+            )
         table["epochs"] = recipe.engine.epochs
     if "accum_iter" in names:
         table["accum_iter"] = accum
@@ -407,16 +464,23 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
     tdist.barrier(info)
     dataset, collate = _build_data(recipe, info)
     micro, _ = eng.batch_layout(info.world_size)
-    sampler = StepSampler(len(dataset), eng.global_batch, micro, info.world_size, info.rank, eng.seed)
+    sampler = StepSampler(
+        len(dataset), eng.global_batch, micro, info.world_size, info.rank, eng.seed
+    )
     accum, spe = sampler.accum, sampler.steps_per_epoch
     if spe == 0:
-        raise ValueError(f"the data set ({len(dataset)} images) is smaller than one global batch "
-                         f"({eng.global_batch})")
+        raise ValueError(
+            f"the data set ({len(dataset)} images) is smaller than one global batch "
+            f"({eng.global_batch})"
+        )
     total_steps = eng.epochs * spe
     stop_step = min(total_steps, eng.max_steps) if eng.max_steps > 0 else total_steps
     workers = recipe.data.workers
     loader = DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=workers,
         pin_memory=recipe.data.pin_memory and device.type == "cuda",
         persistent_workers=recipe.data.persistent_workers and workers > 0,
         prefetch_factor=recipe.data.prefetch_factor if workers > 0 else None,
@@ -467,14 +531,19 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
         else:
             _seed_everything(eng.seed + info.rank + 1_000_003 * step)
             if main:
-                logger.warning("world size changed (%s -> %d): RNG streams reseeded; the data order is "
-                               "unchanged", state.get("world_size"), info.world_size)
+                logger.warning(
+                    "world size changed (%s -> %d): RNG streams reseeded; the data order is "
+                    "unchanged",
+                    state.get("world_size"),
+                    info.world_size,
+                )
         del state
 
     model: nn.Module = method
     if info.distributed:
         model = nn.parallel.DistributedDataParallel(
-            method, device_ids=[device.index] if device.type == "cuda" else None,
+            method,
+            device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=False,
         )
     if eng.compile:
@@ -488,15 +557,27 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
     log: _JsonlLog | None = None
     if main:
         atomic_write_text(run_dir / "recipe.json", recipe_json + "\n")
-        for stale in (run_dir / "checkpoints").glob(".*.tmp") if (run_dir / "checkpoints").is_dir() else []:
+        for stale in (
+            (run_dir / "checkpoints").glob(".*.tmp") if (run_dir / "checkpoints").is_dir() else []
+        ):
             stale.unlink()  # a save interrupted by a crash
-        log = _JsonlLog(run_dir / "log.jsonl", keep_until_step=step if ckpt_path is not None else None)
+        log = _JsonlLog(
+            run_dir / "log.jsonl", keep_until_step=step if ckpt_path is not None else None
+        )
         if eng.tensorboard:
             writer = _tensorboard_writer(run_dir / "tensorboard")
         logger.info(
             "recipe %s: world size %d, per-device batch %d, accumulation %d, global batch %d, "
-            "%d iterations/epoch, %d total (running %d..%d)", recipe.name, info.world_size, micro, accum,
-            eng.global_batch, spe, total_steps, step, stop_step,
+            "%d iterations/epoch, %d total (running %d..%d)",
+            recipe.name,
+            info.world_size,
+            micro,
+            accum,
+            eng.global_batch,
+            spe,
+            total_steps,
+            step,
+            stop_step,
         )
     bar = None
     if main and eng.progress:
@@ -516,24 +597,27 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
         if not main:
             return None
         path = _checkpoint_path(run_dir, at_step)
-        save_checkpoint({
-            "format": CHECKPOINT_FORMAT,
-            "recipe": recipe_json,
-            "step": at_step,
-            "epoch": at_step // spe,
-            "steps_per_epoch": spe,
-            "total_steps": total_steps,
-            "world_size": info.world_size,
-            "method": method.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else {},
-            "rng": rng_all,
-            "num_replaced": num_replaced_total,
-            "wall_time_s": wall_before + time.perf_counter() - t0,
-            "git_commit": commit,
-            "complete": True,
-        }, path)
-        for old in list_checkpoints(run_dir)[:-max(eng.keep_last, 1)]:
+        save_checkpoint(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "recipe": recipe_json,
+                "step": at_step,
+                "epoch": at_step // spe,
+                "steps_per_epoch": spe,
+                "total_steps": total_steps,
+                "world_size": info.world_size,
+                "method": method.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else {},
+                "rng": rng_all,
+                "num_replaced": num_replaced_total,
+                "wall_time_s": wall_before + time.perf_counter() - t0,
+                "git_commit": commit,
+                "complete": True,
+            },
+            path,
+        )
+        for old in list_checkpoints(run_dir)[: -max(eng.keep_last, 1)]:
             old.unlink(missing_ok=True)
         return path
 
@@ -544,7 +628,9 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
             sampler.set_position(epoch, step % spe)
             batches = iter(loader)
             while step < stop_step and step // spe == epoch:
-                info_s = StepInfo(step=step, epoch=epoch, steps_per_epoch=spe, total_steps=total_steps)
+                info_s = StepInfo(
+                    step=step, epoch=epoch, steps_per_epoch=spe, total_steps=total_steps
+                )
                 lr, wd = float(lrs[step]), float(wds[step])
                 for g in optimizer.param_groups:
                     g["lr"] = lr
@@ -556,7 +642,7 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
                     replaced += int(batch.pop("num_replaced", 0))
                     batch = _to_device(batch, device, mean, std, eng.channels_last)
                     sync = a == accum - 1 or not info.distributed
-                    with (contextlib.nullcontext() if sync else model.no_sync()):  # type: ignore[operator]
+                    with contextlib.nullcontext() if sync else model.no_sync():  # type: ignore[operator]
                         with precision_ctx:
                             terms = model(batch, info_s)
                         loss = terms["loss"].float() / accum
@@ -565,7 +651,9 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
                         v = v.detach().float().reshape(())
                         sums[k] = sums[k] + v / accum if k in sums else v / accum
                 keys = list(sums)
-                packed = torch.stack([sums[k] for k in keys] + [torch.tensor(float(replaced), device=device)])
+                packed = torch.stack(
+                    [sums[k] for k in keys] + [torch.tensor(float(replaced), device=device)]
+                )
                 packed = tdist.all_mean(packed, info).cpu()
                 values = {k: float(packed[i]) for i, k in enumerate(keys)}
                 replaced_all = int(round(float(packed[-1]) * info.world_size))
@@ -592,8 +680,16 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
                     now = time.perf_counter()
                     images_per_s = (step - step_log) * eng.global_batch / max(now - t_log, 1e-9)
                     t_log, step_log = now, step
-                    row = {"step": step, "epoch": step / spe, "lr": lr, "wd": wd, "momentum": momentum,
-                           **values, "images_per_s": images_per_s, "num_replaced": num_replaced_total}
+                    row = {
+                        "step": step,
+                        "epoch": step / spe,
+                        "lr": lr,
+                        "wd": wd,
+                        "momentum": momentum,
+                        **values,
+                        "images_per_s": images_per_s,
+                        "num_replaced": num_replaced_total,
+                    }
                     if scaler is not None:
                         row["loss_scale"] = float(scaler.get_scale())
                     assert log is not None
@@ -603,12 +699,20 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
                             if k != "step":
                                 writer.add_scalar(f"train/{k}", v, step)
                     if replaced_all:
-                        logger.warning("step %d: %d unreadable image(s) replaced (%d so far)", step,
-                                       replaced_all, num_replaced_total)
+                        logger.warning(
+                            "step %d: %d unreadable image(s) replaced (%d so far)",
+                            step,
+                            replaced_all,
+                            num_replaced_total,
+                        )
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{lr:.3g}", img_s=f"{images_per_s:.1f}",
-                                    refresh=False)
+                    bar.set_postfix(
+                        loss=f"{values['loss']:.4f}",
+                        lr=f"{lr:.3g}",
+                        img_s=f"{images_per_s:.1f}",
+                        refresh=False,
+                    )
 
                 # ---- checkpoints -----------------------------------------------------------------
                 epoch_end = step % spe == 0
@@ -631,19 +735,40 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
         if eng.export_at_end and step == stop_step:
             from selfsup_zoo.training.export import export_method
 
-            folder = export_method(method, recipe, run_dir / "export", provenance=_provenance(
-                recipe, commit, info.world_size, wall, step, total_steps))
+            folder = export_method(
+                method,
+                recipe,
+                run_dir / "export",
+                provenance=_provenance(recipe, commit, info.world_size, wall, step, total_steps),
+            )
             export_dir = Path(folder.path)
             logger.info("exported %s (sha256 %s)", export_dir, folder.sha256)
-        summary = {"recipe": recipe.name, "step": step, "total_steps": total_steps, "steps_per_epoch": spe,
-                   "world_size": info.world_size, "per_device_batch": micro, "accum": accum,
-                   "wall_time_s": wall, "num_replaced": num_replaced_total,
-                   "last_checkpoint": str(last_ckpt) if last_ckpt else None,
-                   "export_dir": str(export_dir) if export_dir else None}
+        summary = {
+            "recipe": recipe.name,
+            "step": step,
+            "total_steps": total_steps,
+            "steps_per_epoch": spe,
+            "world_size": info.world_size,
+            "per_device_batch": micro,
+            "accum": accum,
+            "wall_time_s": wall,
+            "num_replaced": num_replaced_total,
+            "last_checkpoint": str(last_ckpt) if last_ckpt else None,
+            "export_dir": str(export_dir) if export_dir else None,
+        }
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     tdist.barrier(info)
-    return RunResult(run_dir, step, total_steps, spe, last_ckpt, export_dir, wall, num_replaced_total,
-                     images_per_s)
+    return RunResult(
+        run_dir,
+        step,
+        total_steps,
+        spe,
+        last_ckpt,
+        export_dir,
+        wall,
+        num_replaced_total,
+        images_per_s,
+    )
 
 
 def _provenance(
@@ -665,7 +790,9 @@ def _provenance(
     }
 
 
-def _nan_message(step: int, epoch: int, values: dict[str, float], recipe: Recipe, last: Path | None) -> str:
+def _nan_message(
+    step: int, epoch: int, values: dict[str, float], recipe: Recipe, last: Path | None
+) -> str:
     terms = ", ".join(f"{k}={v:.6g}" for k, v in values.items())
     hints = []
     if recipe.engine.precision == "fp16":
@@ -674,18 +801,33 @@ def _nan_message(step: int, epoch: int, values: dict[str, float], recipe: Recipe
     if recipe.optim.clip_mode == "none":
         hints.append("enable gradient clipping (optim.clip_mode, optim.clip_grad)")
     where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-    return (f"non-finite loss at step {step} (epoch {epoch}): {terms}. The run stopped before the "
-            f"optimizer step; {where} (resume with --resume auto). Try: " + "; ".join(hints) + ".")
+    return (
+        f"non-finite loss at step {step} (epoch {epoch}): {terms}. The run stopped before the "
+        f"optimizer step; {where} (resume with --resume auto). Try: " + "; ".join(hints) + "."
+    )
 
 
 def _warn_recipe_changes(old: dict[str, Any], new: Recipe) -> None:
     cur = new.to_dict()
-    benign = {("engine", "max_steps"), ("engine", "progress"), ("engine", "log_every"), ("data", "workers"),
-              ("data", "root"), ("data", "cache_dir"), ("engine", "ckpt_every_steps"), ("engine", "keep_last")}
+    benign = {
+        ("engine", "max_steps"),
+        ("engine", "progress"),
+        ("engine", "log_every"),
+        ("data", "workers"),
+        ("data", "root"),
+        ("data", "cache_dir"),
+        ("engine", "ckpt_every_steps"),
+        ("engine", "keep_last"),
+    }
     for section, table in cur.items():
         if not isinstance(table, dict) or not isinstance(old.get(section), dict):
             continue
         for k, v in table.items():
             if (section, k) not in benign and old[section].get(k) != v:
-                logger.warning("recipe changed since the checkpoint: %s.%s %r -> %r", section, k,
-                               old[section].get(k), v)
+                logger.warning(
+                    "recipe changed since the checkpoint: %s.%s %r -> %r",
+                    section,
+                    k,
+                    old[section].get(k),
+                    v,
+                )

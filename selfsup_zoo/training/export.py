@@ -8,6 +8,7 @@ At the end of a run the engine calls :func:`export_method`; any checkpoint can b
 The architecture written to config.json is timm's own (``resnet50``, ``vit_small_patch16_224``,
 ...), so the folder loads with plain ``timm.create_model('local-dir:<folder>', pretrained=True)``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,10 +46,14 @@ def resolve_architecture(recipe: Recipe, backbone: nn.Module) -> tuple[str, dict
     arch = getattr(backbone, "pretrained_cfg", {}).get("architecture")
     if arch:
         return str(arch), dict(recipe.export.model_args)
-    raise ValueError(f"cannot tell which timm architecture recipe {recipe.name} trains: set export.architecture")
+    raise ValueError(
+        f"cannot tell which timm architecture recipe {recipe.name} trains: set export.architecture"
+    )
 
 
-def export_method(method: Any, recipe: Recipe, out_dir: str | Path, *, provenance: dict[str, Any]) -> Any:
+def export_method(
+    method: Any, recipe: Recipe, out_dir: str | Path, *, provenance: dict[str, Any]
+) -> Any:
     """Write ``method.export_backbone()`` as a hub folder; returns the ``HubFolder``."""
     from selfsup_zoo.hub import write_hub_folder
 
@@ -75,8 +80,10 @@ def data_cfg(recipe: Recipe) -> dict[str, Any]:
     views = build_views(recipe.data.views, recipe.data.view_args)
     size = views.output_size
     return {
-        "input_size": (3, size, size), "mean": tuple(recipe.data.mean),
-        "std": tuple(recipe.data.std), "crop_pct": 0.875,
+        "input_size": (3, size, size),
+        "mean": tuple(recipe.data.mean),
+        "std": tuple(recipe.data.std),
+        "crop_pct": 0.875,
         "interpolation": views.interpolation.value,
     }
 
@@ -105,7 +112,9 @@ def export_checkpoint(src: str | Path, out_dir: str | Path | None = None) -> Any
     if missing or unexpected:
         # SyncBatchNorm has the same keys as BatchNorm, so a DDP run's state loads as is; anything
         # else is a real mismatch between the checkpoint and the code.
-        raise RuntimeError(f"checkpoint {path} does not match the method: missing {missing}, unexpected {unexpected}")
+        raise RuntimeError(
+            f"checkpoint {path} does not match the method: missing {missing}, unexpected {unexpected}"
+        )
     provenance = {
         "recipe": recipe.name,
         "checkpoint": recipe.checkpoint,

@@ -15,11 +15,13 @@ fidelity:
 
 The weight-decay and EMA-momentum schedules of both methods are the same cosine without warm-up.
 """
+
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,7 +56,9 @@ def warmcos_schedule(
     rest = ~warm
     span = max(total_steps - warmup_steps, 1)
     # The official ``warmcos`` decays to 0; ``final`` generalises it as final + (peak-final)·cos-term.
-    out[rest] = final + (peak - final) * 0.5 * (1.0 + np.cos(math.pi * (steps[rest] - warmup_steps) / span))
+    out[rest] = final + (peak - final) * 0.5 * (
+        1.0 + np.cos(math.pi * (steps[rest] - warmup_steps) / span)
+    )
     return out
 
 
@@ -83,14 +87,20 @@ def momentum_schedule(base: float, total_steps: int) -> np.ndarray:
     return 1.0 - (1.0 - base) * (np.cos(math.pi * k / total_steps) + 1.0) / 2.0
 
 
-def lr_schedule(optim_cfg: Any, global_batch: int, total_steps: int, steps_per_epoch: int) -> np.ndarray:
+def lr_schedule(
+    optim_cfg: Any, global_batch: int, total_steps: int, steps_per_epoch: int
+) -> np.ndarray:
     """The lr array for a recipe's ``optim`` table (peak = base_lr · global_batch / 256)."""
     peak = linear_scaled_lr(optim_cfg.base_lr, global_batch)
     warmup = int(round(optim_cfg.warmup_epochs * steps_per_epoch))
     if optim_cfg.lr_schedule == "warmcos":
-        return warmcos_schedule(peak, total_steps, warmup, optim_cfg.warmup_start_lr, optim_cfg.min_lr)
+        return warmcos_schedule(
+            peak, total_steps, warmup, optim_cfg.warmup_start_lr, optim_cfg.min_lr
+        )
     if optim_cfg.lr_schedule == "cosine":
-        return cosine_schedule(peak, optim_cfg.min_lr, total_steps, warmup, optim_cfg.warmup_start_lr)
+        return cosine_schedule(
+            peak, optim_cfg.min_lr, total_steps, warmup, optim_cfg.warmup_start_lr
+        )
     if optim_cfg.lr_schedule == "constant":
         return np.full(total_steps, peak, dtype=np.float64)
     raise ValueError(f"unknown lr schedule {optim_cfg.lr_schedule!r}")
@@ -98,7 +108,9 @@ def lr_schedule(optim_cfg: Any, global_batch: int, total_steps: int, steps_per_e
 
 def wd_schedule(optim_cfg: Any, total_steps: int) -> np.ndarray:
     """Weight decay per iteration: cosine from ``weight_decay`` to ``weight_decay_end`` (no warm-up)."""
-    end = optim_cfg.weight_decay if optim_cfg.weight_decay_end is None else optim_cfg.weight_decay_end
+    end = (
+        optim_cfg.weight_decay if optim_cfg.weight_decay_end is None else optim_cfg.weight_decay_end
+    )
     return cosine_schedule(optim_cfg.weight_decay, end, total_steps)
 
 
@@ -160,11 +172,19 @@ def build_optimizer(
         kwargs["foreach"] = False
     if optim_cfg.name == "sgd":
         return torch.optim.SGD(
-            groups, lr=optim_cfg.warmup_start_lr, momentum=optim_cfg.momentum, dampening=0.0,
-            nesterov=optim_cfg.nesterov, **kwargs,
+            groups,
+            lr=optim_cfg.warmup_start_lr,
+            momentum=optim_cfg.momentum,
+            dampening=0.0,
+            nesterov=optim_cfg.nesterov,
+            **kwargs,
         )
     if optim_cfg.name == "adamw":
         return torch.optim.AdamW(
-            groups, lr=optim_cfg.warmup_start_lr, betas=tuple(optim_cfg.betas), eps=optim_cfg.eps, **kwargs
+            groups,
+            lr=optim_cfg.warmup_start_lr,
+            betas=tuple(optim_cfg.betas),
+            eps=optim_cfg.eps,
+            **kwargs,
         )
     raise ValueError(f"unknown optimizer {optim_cfg.name!r} (valid: sgd, adamw)")

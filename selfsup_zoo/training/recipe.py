@@ -17,13 +17,13 @@ Every key is checked: an unknown key is an error naming it and listing the valid
 be overridden with ``key.path=value`` strings (values parsed as TOML, e.g. ``engine.epochs=2``,
 ``data.mean=[0.5,0.5,0.5]``, ``optim.name="adamw"`` or ``optim.name=adamw``).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import json
 import logging
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,14 +31,26 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 __all__ = [
-    "DataConfig", "EngineConfig", "OptimConfig", "EmaConfig", "ExportConfig", "MethodSpec", "Recipe",
-    "RecipeError", "load_recipe", "list_recipes", "apply_overrides", "recipe_from_dict",
+    "DataConfig",
+    "EngineConfig",
+    "OptimConfig",
+    "EmaConfig",
+    "ExportConfig",
+    "MethodSpec",
+    "Recipe",
+    "RecipeError",
+    "load_recipe",
+    "list_recipes",
+    "apply_overrides",
+    "recipe_from_dict",
 ]
 
 
@@ -79,7 +91,9 @@ class EngineConfig:
     ckpt_every_steps: int = 0  # 0 = only at epoch ends and at the end of the run
     keep_last: int = 3
     log_every: int = 50
-    max_steps: int = 0  # stop after this many global steps (schedules keep the full horizon); 0 = all
+    max_steps: int = (
+        0  # stop after this many global steps (schedules keep the full horizon); 0 = all
+    )
     device: str = "auto"  # auto | cpu | cuda
     dist_backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
     cudnn_benchmark: bool = True
@@ -92,8 +106,10 @@ class EngineConfig:
         processes; a ValueError when it does not split evenly."""
         micro = self.per_device_batch or self.global_batch // world_size
         if micro <= 0 or self.global_batch % (world_size * micro):
-            raise ValueError(f"global batch {self.global_batch} cannot be split over {world_size} "
-                             f"processes x per-device batch {micro}")
+            raise ValueError(
+                f"global batch {self.global_batch} cannot be split over {world_size} "
+                f"processes x per-device batch {micro}"
+            )
         return micro, self.global_batch // (world_size * micro)
 
 
@@ -165,7 +181,7 @@ class Recipe:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
     @classmethod
-    def from_json(cls, text: str) -> "Recipe":
+    def from_json(cls, text: str) -> Recipe:
         return recipe_from_dict(json.loads(text))
 
     def peak_lr(self) -> float:
@@ -235,7 +251,9 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     raise RecipeError(f"{where}: unsupported field type {tp}")
 
 
-def unknown_key_error(what: str, key: str, valid: typing.Sequence[str], valid_label: str) -> RecipeError:
+def unknown_key_error(
+    what: str, key: str, valid: typing.Sequence[str], valid_label: str
+) -> RecipeError:
     """``unknown <what> (did you mean '<closest>'?); <valid_label>: <valid, ...>``."""
     close = difflib.get_close_matches(key, valid, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -259,8 +277,13 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
-_SECTIONS = {"data": DataConfig, "engine": EngineConfig, "optim": OptimConfig, "ema": EmaConfig,
-             "export": ExportConfig}
+_SECTIONS = {
+    "data": DataConfig,
+    "engine": EngineConfig,
+    "optim": OptimConfig,
+    "ema": EmaConfig,
+    "export": ExportConfig,
+}
 _TOP = ("name", "checkpoint", "description", "method", *_SECTIONS)
 
 
@@ -270,7 +293,7 @@ def recipe_from_dict(d: dict[str, Any], default_name: str = "") -> Recipe:
         if key not in _TOP:
             raise unknown_key_error(f"top-level key '{key}'", key, _TOP, "valid")
     if "method" not in d or not isinstance(d["method"], dict) or "kind" not in d["method"]:
-        raise RecipeError("a recipe needs a [method] table with kind = \"care\" or \"sere\"")
+        raise RecipeError('a recipe needs a [method] table with kind = "care" or "sere"')
     method_table = dict(d["method"])
     kind = method_table.pop("kind")
     from selfsup_zoo.training.methods import available_methods, validate_method_config
@@ -350,7 +373,9 @@ def _recipe_dir() -> Any:
 
 def list_recipes() -> list[str]:
     """Names of the shipped recipe files (without ``.toml``), sorted."""
-    return sorted(p.name[: -len(".toml")] for p in _recipe_dir().iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name[: -len(".toml")] for p in _recipe_dir().iterdir() if p.name.endswith(".toml")
+    )
 
 
 def _catalog_recipe_name(name: str) -> str | None:

@@ -12,6 +12,7 @@ Examples::
 The run goes to ``<output-dir>/<recipe name>/`` (default ``runs/``): ``recipe.json``,
 ``log.jsonl``, ``checkpoints/``, ``summary.json`` and the exported hub folder ``export/``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,17 +33,43 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="recipes: " + ", ".join(list_recipes()),
     )
-    p.add_argument("name", help="checkpoint or recipe name, or a path to a recipe .toml ('list' prints the names)")
-    p.add_argument("--data-root", help="training images, <root>/<class>/<image> (ImageNet train folder), "
-                                       "or embedded:digits[@SIZE]")
-    p.add_argument("--output-dir", default="runs", help="runs go to <output-dir>/<recipe name>/ (default: runs)")
+    p.add_argument(
+        "name",
+        help="checkpoint or recipe name, or a path to a recipe .toml ('list' prints the names)",
+    )
+    p.add_argument(
+        "--data-root",
+        help="training images, <root>/<class>/<image> (ImageNet train folder), "
+        "or embedded:digits[@SIZE]",
+    )
+    p.add_argument(
+        "--output-dir",
+        default="runs",
+        help="runs go to <output-dir>/<recipe name>/ (default: runs)",
+    )
     p.add_argument("--run-name", help="sub-folder name instead of the recipe name")
-    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="auto|PATH",
-                   help="continue from the newest good checkpoint of the run folder (auto, the default "
-                        "when the flag is given bare) or from a checkpoint file")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override recipe fields, e.g. --set optim.base_lr=0.1 engine.epochs=2")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved recipe and the batch layout, then exit")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="auto|PATH",
+        help="continue from the newest good checkpoint of the run folder (auto, the default "
+        "when the flag is given bare) or from a checkpoint file",
+    )
+    p.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override recipe fields, e.g. --set optim.base_lr=0.1 engine.epochs=2",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved recipe and the batch layout, then exit",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -75,18 +102,25 @@ def _dry_run(recipe: Recipe) -> str:
         f"peak lr               {recipe.peak_lr():.6g} ({recipe.optim.lr_schedule})",
     ]
     n = recipe.data.expected_images
-    if recipe.data.root.startswith("embedded:") or (recipe.data.root and Path(recipe.data.root).is_dir() and not n):
+    if recipe.data.root.startswith("embedded:") or (
+        recipe.data.root and Path(recipe.data.root).is_dir() and not n
+    ):
         try:
             from selfsup_zoo.training import data as sdata
 
-            root = sdata.resolve_data_root(recipe.data.root, sdata.data_cache_dir(recipe.data.cache_dir))
+            root = sdata.resolve_data_root(
+                recipe.data.root, sdata.data_cache_dir(recipe.data.cache_dir)
+            )
             n = len(sdata.ImageFolderDataset(root, None))
         except (OSError, ValueError, RuntimeError) as err:
             lines.append(f"(could not count images: {err})")
     if n:
         spe = n // eng.global_batch
-        lines += [f"images                {n}", f"iterations per epoch  {spe}",
-                  f"total iterations      {spe * eng.epochs}"]
+        lines += [
+            f"images                {n}",
+            f"iterations per epoch  {spe}",
+            f"total iterations      {spe * eng.epochs}",
+        ]
     return "\n".join(lines)
 
 
@@ -109,8 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         print(_dry_run(recipe))
         return 0
     if not recipe.data.root:
-        print(f"error: recipe {recipe.name} trains on ImageNet-1k: pass --data-root DIR "
-              "(the train folder, <DIR>/<class>/<image>)", file=sys.stderr)
+        print(
+            f"error: recipe {recipe.name} trains on ImageNet-1k: pass --data-root DIR "
+            "(the train folder, <DIR>/<class>/<image>)",
+            file=sys.stderr,
+        )
         return 2
     from selfsup_zoo.training.engine import CheckpointError, NonFiniteLossError, train
 
@@ -125,8 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if rank == 0:
         print(f"run folder: {result.run_dir}")
-        print(f"steps: {result.step}/{result.total_steps}, wall time {result.wall_time_s:.1f} s, "
-              f"unreadable images replaced: {result.num_replaced}")
+        print(
+            f"steps: {result.step}/{result.total_steps}, wall time {result.wall_time_s:.1f} s, "
+            f"unreadable images replaced: {result.num_replaced}"
+        )
         if result.export_dir:
             print(f"hub folder: {result.export_dir}")
     return 0

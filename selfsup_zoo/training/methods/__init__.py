@@ -1,5 +1,6 @@
 """Registry of pre-training methods, imported lazily so that the engine and the recipes load
 without the (heavier) method modules, and a recipe naming one method never imports the other."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,8 +9,14 @@ from typing import Any
 
 from selfsup_zoo.training.methods.base import Method, StepInfo
 
-__all__ = ["Method", "StepInfo", "available_methods", "method_classes", "build_method",
-           "validate_method_config"]
+__all__ = [
+    "Method",
+    "StepInfo",
+    "available_methods",
+    "method_classes",
+    "build_method",
+    "validate_method_config",
+]
 
 # kind -> (module, method class, config dataclass)
 _REGISTRY: dict[str, tuple[str, str, str]] = {

@@ -14,6 +14,7 @@ knows nothing about files, processes or logging. One training iteration, as the 
 ``batch`` is the collated output of the method's views (see ``selfsup_zoo.training.data``), with
 every image tensor already on the device, converted from uint8 to float32 and normalised.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -17,14 +17,16 @@ Section numbers (§) refer to the project's CARE implementation specification.
 
 Smoke-size model for CPU runs (a few seconds per step at batch 4, 64 px): :meth:`CareConfig.smoke`.
 """
+
 from __future__ import annotations
 
 import copy
 import logging
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import timm
 import torch
@@ -111,7 +113,7 @@ class CareConfig(ConfigDict):
         return math.ceil(self.img_size / 16)
 
     @classmethod
-    def smoke(cls) -> "CareConfig":
+    def smoke(cls) -> CareConfig:
         """A non-official tiny model for CPU smoke runs and tests: ResNet-50 with one block per stage,
         64-px views (T-stream map 4x4), one narrow T-stream block and small heads. Official checkpoints
         do not load into it."""
@@ -256,7 +258,9 @@ class TStream(nn.Module):
     ) -> None:
         super().__init__()
         if fmap_size < 2 and num_layers > 1:
-            raise ValueError(f"T-stream needs a layer3 map of at least 2x2, got fmap_size={fmap_size}")
+            raise ValueError(
+                f"T-stream needs a layer3 map of at least 2x2, got fmap_size={fmap_size}"
+            )
         self.dim = dim
         self.fmap_size = fmap_size
         blocks = []
@@ -363,7 +367,9 @@ class CareEncoder(nn.Module):
             dim_head=config.tstream_dim_head,
             attention=config.attention,
         )
-        self.fc1 = _mlp_head(self.backbone.num_features, config.hidden_dim, config.out_dim, predictor)
+        self.fc1 = _mlp_head(
+            self.backbone.num_features, config.hidden_dim, config.out_dim, predictor
+        )
         self.fc2 = _mlp_head(config.tstream_dim_out, config.hidden_dim, config.out_dim, predictor)
 
     def forward(self, x: torch.Tensor) -> EncoderOutput:
@@ -444,7 +450,9 @@ class CareMethod(Method):
             t1 = self.teacher(x2)
             t2 = self.teacher(x1)
         with torch.autocast(device_type=x1.device.type, enabled=False):
-            con = byol_per_sample(s1.proj, t1.proj).mean() + byol_per_sample(s2.proj, t2.proj).mean()
+            con = (
+                byol_per_sample(s1.proj, t1.proj).mean() + byol_per_sample(s2.proj, t2.proj).mean()
+            )
             con2 = (
                 byol_per_sample(s1.att_proj, t1.att_proj).mean()
                 + byol_per_sample(s2.att_proj, t2.att_proj).mean()
@@ -469,14 +477,18 @@ class CareMethod(Method):
         }
         return CareOutputs(s1=s1, s2=s2, t1=t1, t2=t2, mse=mse, terms=terms)
 
-    def forward(self, batch: dict[str, Any], info: StepInfo | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, batch: dict[str, Any], info: StepInfo | None = None
+    ) -> dict[str, torch.Tensor]:
         return self.compute(batch["x1"], batch["x2"]).terms
 
     # -- engine hooks -------------------------------------------------------------------------------
 
     def param_groups(self) -> list[dict[str, Any]]:
         # §9 #8: one group, weight decay on everything (BN, biases, position embeddings included)
-        return [{"params": list(self.student.parameters()), "weight_decay": True, "name": "student"}]
+        return [
+            {"params": list(self.student.parameters()), "weight_decay": True, "name": "student"}
+        ]
 
     def ema_pairs(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
         """(name, teacher tensor, student tensor) for every teacher parameter, paired by name (§3.5,
@@ -579,10 +591,15 @@ def load_official_checkpoint(
         except ValueError:
             unexpected.append(key)
     own = method.state_dict()
-    missing_keys, extra_keys, wrong_keys = compare_keys(ours, {k: tuple(v.shape) for k, v in own.items()})
+    missing_keys, extra_keys, wrong_keys = compare_keys(
+        ours, {k: tuple(v.shape) for k, v in own.items()}
+    )
     unexpected += sorted(official_key(k) for k in extra_keys)
     missing = sorted(official_key(k) for k in missing_keys)
-    mismatched = [f"{official_key(k)} {tuple(ours[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong_keys]
+    mismatched = [
+        f"{official_key(k)} {tuple(ours[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in wrong_keys
+    ]
     if missing or unexpected or mismatched:
         msg = [f"official CARE checkpoint does not match CareMethod({method.config.arch!r})"]
         if missing:

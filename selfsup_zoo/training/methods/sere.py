@@ -20,6 +20,7 @@ attenuated by zero padding, and parameter groups follow SERE's own weight-decay 
 Checkpoint convention: ``export_backbone`` returns the **teacher** backbone, as iBOT and DINO release
 teacher weights ("backbone" downloads are teacher weights, spec §5.6).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,12 @@ from .base import ConfigDict, Method, StepInfo
 logger = logging.getLogger(__name__)
 
 #: Names of the four SERE relation heads, as in the official backbone (spec §1.3).
-SERE_HEAD_NAMES: tuple[str, ...] = ("channel_sere", "pixel_sere", "channel_sere_local", "pixel_sere_local")
+SERE_HEAD_NAMES: tuple[str, ...] = (
+    "channel_sere",
+    "pixel_sere",
+    "channel_sere_local",
+    "pixel_sere_local",
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,7 +120,9 @@ class SereConfig(ConfigDict):
                 "(the official 'csyncbn'/'psyncbn' variants are not supported)"
             )
         if self.act_in_head not in HEAD_ACTS:
-            raise ValueError(f"act_in_head must be one of {sorted(HEAD_ACTS)}, got {self.act_in_head!r}")
+            raise ValueError(
+                f"act_in_head must be one of {sorted(HEAD_ACTS)}, got {self.act_in_head!r}"
+            )
 
 
 def teacher_temp_schedule(
@@ -155,7 +163,9 @@ def overlap_grids(boxes_a: Tensor, boxes_b: Tensor, size: int) -> tuple[Tensor, 
     sample falls outside the map, spec §3.7 consequence 1).
     """
     if boxes_a.shape != boxes_b.shape or boxes_a.ndim != 2 or boxes_a.shape[1] != 5:
-        raise ValueError(f"boxes must both be [B, 5], got {tuple(boxes_a.shape)} and {tuple(boxes_b.shape)}")
+        raise ValueError(
+            f"boxes must both be [B, 5], got {tuple(boxes_a.shape)} and {tuple(boxes_b.shape)}"
+        )
     if size < 2:
         raise ValueError("overlap grid size must be >= 2")
     a = boxes_a.detach().to("cpu", torch.float64)
@@ -244,7 +254,10 @@ def interpolate_pos_embed_official(pos_embed: Tensor, grid_hw: tuple[int, int]) 
     dim = pos_embed.shape[-1]
     patch = pos_embed[:, 1:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
     patch = F.interpolate(
-        patch, scale_factor=((h + 0.1) / side, (w + 0.1) / side), mode="bicubic", align_corners=False
+        patch,
+        scale_factor=((h + 0.1) / side, (w + 0.1) / side),
+        mode="bicubic",
+        align_corners=False,
     )
     if patch.shape[-2:] != (h, w):
         raise RuntimeError(f"interpolated position grid {tuple(patch.shape[-2:])} != {(h, w)}")
@@ -291,7 +304,9 @@ class SereHead(nn.Module):
         self.num_heads = num_heads
         self.projection = nn.Sequential(nn.BatchNorm2d(dim), nn.ReLU(inplace=True))
         self.predictor = nn.Sequential(
-            nn.Conv2d(dim, dim, kernel_size=1, bias=False), nn.BatchNorm2d(dim), nn.ReLU(inplace=True)
+            nn.Conv2d(dim, dim, kernel_size=1, bias=False),
+            nn.BatchNorm2d(dim),
+            nn.ReLU(inplace=True),
         )
 
     def forward(self, fmap: Tensor, use_predictor: bool) -> Tensor:
@@ -320,7 +335,9 @@ class WeightNormLinear(nn.Module):
         nn.init.kaiming_uniform_(self.weight_v, a=math.sqrt(5))
 
     def forward(self, x: Tensor) -> Tensor:
-        weight = self.weight_v * (self.weight_g / torch.linalg.vector_norm(self.weight_v, dim=1, keepdim=True))
+        weight = self.weight_v * (
+            self.weight_g / torch.linalg.vector_norm(self.weight_v, dim=1, keepdim=True)
+        )
         return F.linear(x, weight)
 
 
@@ -390,7 +407,9 @@ class IBOTHead(nn.Module):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
         self.last_layer = WeightNormLinear(bottleneck_dim, out_dim)
-        self.last_layer2 = self.last_layer if shared else WeightNormLinear(bottleneck_dim, patch_out_dim)
+        self.last_layer2 = (
+            self.last_layer if shared else WeightNormLinear(bottleneck_dim, patch_out_dim)
+        )
         if norm_last_layer:
             self.last_layer.weight_g.requires_grad_(False)
             self.last_layer2.weight_g.requires_grad_(False)
@@ -423,7 +442,11 @@ class SereNetwork(nn.Module):
     def __init__(self, cfg: SereConfig, *, student: bool) -> None:
         super().__init__()
         backbone = timm.create_model(
-            cfg.arch, pretrained=False, num_classes=0, drop_path_rate=cfg.drop_path if student else 0.0, **cfg.model_args
+            cfg.arch,
+            pretrained=False,
+            num_classes=0,
+            drop_path_rate=cfg.drop_path if student else 0.0,
+            **cfg.model_args,
         )
         _check_backbone(backbone)
         # Official init of the class token: truncated normal, std 0.02 (spec §1.1); timm draws it
@@ -441,7 +464,9 @@ class SereNetwork(nn.Module):
         self.pixel_sere = SereHead(dim, "spatial", num_heads)
         self.channel_sere_local = SereHead(dim, "channel")
         self.pixel_sere_local = SereHead(dim, "spatial", num_heads)
-        patch_dim = cfg.out_dim if (cfg.shared_head or cfg.shared_head_teacher) else cfg.patch_out_dim
+        patch_dim = (
+            cfg.out_dim if (cfg.shared_head or cfg.shared_head_teacher) else cfg.patch_out_dim
+        )
         self.head = IBOTHead(
             dim,
             cfg.out_dim,
@@ -471,7 +496,9 @@ class SereNetwork(nn.Module):
         bsz, dim, h, w = x.shape
         if mask is not None:
             if self.masked_embed is None:
-                raise RuntimeError("this branch has no mask token (teacher); masks are for the student")
+                raise RuntimeError(
+                    "this branch has no mask token (teacher); masks are for the student"
+                )
             if mask.shape != (bsz, h, w):
                 raise ValueError(f"mask shape {tuple(mask.shape)} != token grid {(bsz, h, w)}")
             token = self.masked_embed.to(x.dtype).reshape(1, dim, 1, 1)
@@ -546,7 +573,9 @@ class SereMethod(Method):
         self.teacher.load_state_dict(self.student.state_dict(), strict=False)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        patch_dim = cfg.out_dim if (cfg.shared_head or cfg.shared_head_teacher) else cfg.patch_out_dim
+        patch_dim = (
+            cfg.out_dim if (cfg.shared_head or cfg.shared_head_teacher) else cfg.patch_out_dim
+        )
         self.register_buffer("center", torch.zeros(1, cfg.out_dim))
         self.register_buffer("center2", torch.zeros(1, 1, patch_dim))
         self.register_buffer("center_accum", torch.zeros(1, cfg.out_dim))
@@ -565,7 +594,7 @@ class SereMethod(Method):
 
     # ---- modes -----------------------------------------------------------------------------------
 
-    def train(self, mode: bool = True) -> "SereMethod":
+    def train(self, mode: bool = True) -> SereMethod:
         """The teacher stays in training mode whatever ``mode`` is: the official teacher is never
         switched to eval, so its SERE BNs always use batch statistics (spec §5.4, §8 #4)."""
         super().train(mode)
@@ -682,7 +711,10 @@ class SereMethod(Method):
 
             # ---- spatial self-relation over overlap samples (spec §3.6, §3.7) ----
             grid1, grid2 = overlap_grids(gboxes[0], gboxes[1], cfg.overlap_size)
-            amat = (bilinear_matrix(grid1.to(device), g_side), bilinear_matrix(grid2.to(device), g_side))
+            amat = (
+                bilinear_matrix(grid1.to(device), g_side),
+                bilinear_matrix(grid2.to(device), g_side),
+            )
             t_sp = t_spatial.chunk(2)
             s_sp = s_spatial.chunk(2)
             sp_terms = []
@@ -701,16 +733,23 @@ class SereMethod(Method):
                     for v in range(n_local):
                         grid_l, grid_g = overlap_grids(lboxes[v], gboxes[q], size)
                         target = F.softmax(
-                            align_relation(t_scaled, bilinear_matrix(grid_g.to(device), g_side)), dim=-1
+                            align_relation(t_scaled, bilinear_matrix(grid_g.to(device), g_side)),
+                            dim=-1,
                         )
-                        student = align_relation(l_sp[v], bilinear_matrix(grid_l.to(device), l_side))
+                        student = align_relation(
+                            l_sp[v], bilinear_matrix(grid_l.to(device), l_side)
+                        )
                         term = soft_cross_entropy(target, student).mean()
                         sp_terms.append(term)
                         breakdown["spatial"][(gnames[q], lnames[v])] = term.detach()
             loss_spatial = torch.stack(sp_terms).mean()
 
             ibot = loss_cls + loss_mim
-            total = (4.0 - cfg.alpha - cfg.beta) / 2.0 * ibot + cfg.alpha * loss_spatial + cfg.beta * loss_channel
+            total = (
+                (4.0 - cfg.alpha - cfg.beta) / 2.0 * ibot
+                + cfg.alpha * loss_spatial
+                + cfg.beta * loss_channel
+            )
             acc = (t_cls[:bsz].argmax(-1) == s_cls[bsz:].argmax(-1)).float().mean()
 
         self._update_center(t_cls, t_patch)
@@ -801,7 +840,11 @@ class SereMethod(Method):
         """
         for branch in (self.student, self.teacher):
             for head_name in (*SERE_HEAD_NAMES, "head"):
-                setattr(branch, head_name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(branch, head_name)))
+                setattr(
+                    branch,
+                    head_name,
+                    nn.SyncBatchNorm.convert_sync_batchnorm(getattr(branch, head_name)),
+                )
 
     def export_backbone(self) -> nn.Module:
         """The teacher's timm ViT (num_classes 0): released SERE/iBOT/DINO weights are the teacher."""
@@ -844,7 +887,10 @@ def to_official_checkpoint(method: SereMethod) -> dict[str, Any]:
     ``ibot_loss`` with the centres, and ``args`` as an ``argparse.Namespace`` of the config."""
 
     def branch(net: SereNetwork) -> dict[str, Tensor]:
-        return {"module." + _ours_to_official(k): v.detach().clone() for k, v in net.state_dict().items()}
+        return {
+            "module." + _ours_to_official(k): v.detach().clone()
+            for k, v in net.state_dict().items()
+        }
 
     ibot = {
         name: getattr(method, name).detach().clone()
@@ -865,7 +911,9 @@ def _load_branch(net: SereNetwork, state: Mapping[str, Tensor], part: str) -> No
         try:
             ours = _official_to_ours(bare)
         except KeyError:
-            raise ValueError(f"{part}: unexpected key {key!r} (neither backbone.* nor head.*)") from None
+            raise ValueError(
+                f"{part}: unexpected key {key!r} (neither backbone.* nor head.*)"
+            ) from None
         converted[ours] = value
     expected = net.state_dict()
     head = net.head
@@ -873,13 +921,21 @@ def _load_branch(net: SereNetwork, state: Mapping[str, Tensor], part: str) -> No
         # Shared head: the two names are one module; they must agree, and either may be absent.
         for suffix in ("weight_g", "weight_v"):
             k1, k2 = f"head.last_layer.{suffix}", f"head.last_layer2.{suffix}"
-            if k1 in converted and k2 in converted and not torch.equal(converted[k1], converted[k2]):
-                raise ValueError(f"{part}: shared head but {k1} and {k2} differ (file has an unshared head?)")
+            if (
+                k1 in converted
+                and k2 in converted
+                and not torch.equal(converted[k1], converted[k2])
+            ):
+                raise ValueError(
+                    f"{part}: shared head but {k1} and {k2} differ (file has an unshared head?)"
+                )
             if k2 in converted and k1 not in converted:
                 converted[k1] = converted[k2]
             if k1 in converted:
                 converted[k2] = converted[k1]
-    missing, unexpected, wrong = compare_keys(converted, {k: tuple(v.shape) for k, v in expected.items()})
+    missing, unexpected, wrong = compare_keys(
+        converted, {k: tuple(v.shape) for k, v in expected.items()}
+    )
     problems = []
     if missing:
         problems.append(f"missing keys {[_ours_to_official(k) for k in sorted(missing)]}")
@@ -895,7 +951,9 @@ def _load_branch(net: SereNetwork, state: Mapping[str, Tensor], part: str) -> No
     net.load_state_dict(converted, strict=True)
 
 
-def load_official_checkpoint(method: SereMethod, ckpt: str | os.PathLike[str] | Mapping[str, Any]) -> None:
+def load_official_checkpoint(
+    method: SereMethod, ckpt: str | os.PathLike[str] | Mapping[str, Any]
+) -> None:
     """Load an official SERE full training checkpoint (``checkpoint.pth``) into ``method``.
 
     Reads ``student`` and ``teacher`` (keys with or without ``module.``; ``weight_g``/``weight_v``
@@ -916,11 +974,18 @@ def load_official_checkpoint(method: SereMethod, ckpt: str | os.PathLike[str] | 
     known = {"center", "center2", "center_accum", "center2_accum"}
     unexpected = sorted(set(centres) - known)
     if unexpected or "center" not in centres or "center2" not in centres:
-        raise ValueError(f"ibot_loss: expected center/center2 (+ accumulators), got {sorted(centres)}")
+        raise ValueError(
+            f"ibot_loss: expected center/center2 (+ accumulators), got {sorted(centres)}"
+        )
     for name in sorted(known & set(centres)):
         buf = getattr(method, name)
         value = torch.as_tensor(centres[name])
         if value.numel() != buf.numel():
-            raise ValueError(f"ibot_loss.{name}: file shape {tuple(value.shape)}, model {tuple(buf.shape)}")
+            raise ValueError(
+                f"ibot_loss.{name}: file shape {tuple(value.shape)}, model {tuple(buf.shape)}"
+            )
         buf.copy_(value.reshape(buf.shape))
-    logger.info("loaded official SERE checkpoint: student, teacher and centres (%d keys)", len(ckpt["student"]))
+    logger.info(
+        "loaded official SERE checkpoint: student, teacher and centres (%d keys)",
+        len(ckpt["student"]),
+    )
