@@ -506,3 +506,18 @@ def test_resolve_data_root(tmp_path: Path, digits_root: Path) -> None:
         resolve_data_root("embedded:cifar", tmp_path)
     with pytest.raises(ValueError, match="bad size"):
         resolve_data_root("embedded:digits@big", tmp_path)
+
+
+def test_fingerprint_changes_with_the_folder_content(tmp_path: Path) -> None:
+    for c in ("a", "b"):
+        for i in range(3):
+            _write(tmp_path / c / f"{i}.png", _noise(8, 8, i))
+    first = ImageFolderDataset(tmp_path, None).fingerprint()
+    assert ImageFolderDataset(tmp_path, None).fingerprint() == first  # stable across scans
+    _write(tmp_path / "b" / "3.png", _noise(8, 8, 3))
+    added = ImageFolderDataset(tmp_path, None).fingerprint()
+    assert added != first
+    os.remove(tmp_path / "b" / "3.png")
+    assert ImageFolderDataset(tmp_path, None).fingerprint() == first
+    os.remove(tmp_path / "a" / "0.png")
+    assert ImageFolderDataset(tmp_path, None).fingerprint() not in (first, added)

@@ -713,6 +713,21 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self._files)
 
+    def fingerprint(self) -> str:
+        """sha256 over the class names and, per image, its relative path and size in bytes.
+
+        Identifies the folder's content cheaply (one ``stat`` per file, no reads): adding,
+        removing, renaming or rewriting an image to another size changes it. Used to refuse a
+        resume on a changed data set and to key cached features.
+        """
+        digest = hashlib.sha256()
+        digest.update("\0".join(self.classes).encode("utf-8") + b"\1")
+        for rel in self._files:
+            name = bytes(rel)
+            size = os.stat(self.root / os.fsdecode(name)).st_size
+            digest.update(name + b"\0" + str(size).encode("ascii") + b"\1")
+        return digest.hexdigest()
+
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random views ``dataset[index]`` returns."""
         self.epoch = int(epoch)
