@@ -100,9 +100,9 @@ def run(session: EvalSession) -> ProtocolResult | None:
     out = session.out_dir()
     if out is None:
         raise EvaluationError("features needs --out DIR")
+    datasets = {s: session.image_folder(getattr(args, s), s) for s in splits}
     model = session.model()
     transform = EvalTransform.from_model(model)
-    datasets = {s: session.image_folder(getattr(args, s), s, transform) for s in splits}
     found = {
         s: session.features(model, ds, transform, s, tokens=args.tokens, cache=not args.tokens)
         for s, ds in datasets.items()

@@ -234,11 +234,11 @@ def run(session: EvalSession) -> ProtocolResult | None:
         raise EvaluationError("--k values must be >= 1 and --temperature > 0")
     if args.shots < 0 or (args.shots and args.draws < 1):
         raise EvaluationError("--shots must be >= 0 and --draws >= 1")
+    train_ds = session.image_folder(args.train, "train")
+    val_ds = session.image_folder(args.val, "val")
+    remap = torch.tensor(_label_map(train_ds.class_to_idx, val_ds.classes, val_ds.root))
     model = session.model()
     transform = EvalTransform.from_model(model)
-    train_ds = session.image_folder(args.train, "train", transform)
-    val_ds = session.image_folder(args.val, "val", transform)
-    remap = torch.tensor(_label_map(train_ds.class_to_idx, val_ds.classes, val_ds.root))
     train = session.features(model, train_ds, transform, "train")
     val = session.features(model, val_ds, transform, "val")
     if train is None or val is None:

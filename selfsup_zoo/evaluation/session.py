@@ -144,19 +144,17 @@ class EvalSession:
             self.args.model, random_init=self.args.random_init, seed=self.args.seed
         )
 
-    def image_folder(
-        self, spec: str, option: str, transform: EvalTransform | None
-    ) -> ImageFolderDataset:
-        """Resolve ``spec`` (a folder or ``embedded:...``) and open it with the evaluation view.
+    def image_folder(self, spec: str, option: str) -> ImageFolderDataset:
+        """Resolve ``spec`` (a folder or ``embedded:...``) and scan it (before any model is built,
+        so that a wrong folder fails fast); :meth:`features` sets its evaluation view.
 
         Args:
             spec: the option's value.
             option: its name (``train``), quoted in errors.
-            transform: the evaluation transform (``None``: decoded images).
         """
         try:
             root = resolve_data_root(spec, data_cache_dir(self.args.cache_dir))
-            dataset = open_image_folder(str(root), transform, strict=self.args.strict)
+            dataset = open_image_folder(str(root), None, strict=self.args.strict)
         except (OSError, ValueError) as err:
             raise EvaluationError(f"--{option}: {err}") from err
         self.fingerprints[option] = {
@@ -199,6 +197,7 @@ class EvalSession:
         self.cache_events[split] = "off" if not use_cache else ("hit" if found else "miss")
         if found:
             return hit
+        dataset.transform = transform.view()
         result = extract_features_of(
             model,
             dataset,
