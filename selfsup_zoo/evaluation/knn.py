@@ -2,12 +2,15 @@
 
 Features are the model's pooled output (``num_classes=0``), L2-normalised. Each test image votes
 with its ``k`` most cosine-similar training images, each vote weighted by ``exp(sim / T)``
-(DINO: k = 20, T = 0.07). It needs no training, so it is the quickest sign that a backbone learnt
-something: the smoke runs use it on the embedded digits set.
+(DINO/iBOT: T = 0.07, k in {10, 20, 100, 200}, all from one similarity pass). It needs no
+training, so it is the quickest sign that a backbone learnt something: the smoke runs use it on the
+embedded digits set. ``--shots n --draws d`` gives few-shot k-NN (n training images per class,
+d seeded draws, mean and std).
 
 Command line::
 
-    python -m selfsup_zoo.evaluation.knn MODEL --train DIR --val DIR [--k 20] [--temperature 0.07]
+    python -m selfsup_zoo.evaluation knn MODEL --train DIR --val DIR [--out DIR] [--k 10 20 100 200]
+    python -m selfsup_zoo.evaluation.knn MODEL --train DIR --val DIR [--k 20]   # JSON on stdout
 
 ``MODEL`` is anything ``timm.create_model`` accepts (``care_resnet50``, ``local-dir:<folder>``,
 ``hf-hub:<repo>``, after ``import selfsup_zoo``); weights are loaded unless ``--random-init``.
@@ -19,26 +22,50 @@ import argparse
 import json
 import logging
 import math
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
-from selfsup_zoo.training.data import (
-    EvalView,
-    ImageFolderDataset,
-    collate_views,
-    data_cache_dir,
-    image_folder_classes,
-    normalize_uint8,
-    resolve_data_root,
+from selfsup_zoo.evaluation.cli import run_protocol
+from selfsup_zoo.evaluation.extract import EvalTransform, extract_features_of, open_image_folder
+from selfsup_zoo.evaluation.knn_search import (
+    DEFAULT_KS,
+    DEFAULT_MEMORY_BUDGET_GB,
+    DEFAULT_TEMPERATURE,
+    few_shot_indices,
+    knn_accuracy,
+    knn_votes,
+    topk_neighbours,
 )
+from selfsup_zoo.evaluation.model_loading import EvaluationError
+from selfsup_zoo.evaluation.registry import ProtocolModule, ProtocolResult
+from selfsup_zoo.evaluation.session import EvalSession
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["SUMMARY", "add_arguments", "extract_features", "knn_evaluate", "knn_predict", "run"]
+
+SUMMARY = "weighted k-NN of frozen features (DINO/iBOT: T 0.07, k 10 20 100 200)"
+
+
+def _label_map(
+    class_to_idx: Mapping[str, int], val_classes: Sequence[str], val_root: object
+) -> list[int]:
+    """Training label of each validation class (val is labelled by the training class names)."""
+    index = class_to_idx
+    unknown = [c for c in val_classes if c not in index]
+    if unknown:
+        raise ValueError(
+            f"{val_root}: class folders {unknown[:5]} have no counterpart among the training "
+            "classes; k-NN can only predict classes that have training images, so give both "
+            "splits the same class folder names"
+        )
+    return [index[c] for c in val_classes]
 
 
 @torch.no_grad()
@@ -60,40 +87,20 @@ def extract_features(
 
     Labels are the folder's own class indices, or ``class_to_idx[class name]`` when given (so that a
     validation folder is labelled like the training folder even if it lacks some classes).
+    Unreadable images are skipped. The protocol itself uses
+    :func:`selfsup_zoo.evaluation.extract.extract_features_of` (sharded, cached).
     """
-    dataset = ImageFolderDataset(root, EvalView(size, crop_pct, interpolation))
+    transform = EvalTransform(size, crop_pct, interpolation, tuple(mean), tuple(std))
+    dataset = open_image_folder(str(root), transform)
     remap = None
     if class_to_idx is not None:
-        unknown = [c for c in dataset.classes if c not in class_to_idx]
-        if unknown:
-            raise ValueError(
-                f"{root}: class folders {unknown[:5]} have no counterpart among the training classes; "
-                "k-NN can only predict classes that have training images, so give both splits the "
-                "same class folder names"
-            )
-        remap = torch.tensor([class_to_idx[c] for c in dataset.classes])
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=collate_views,
+        remap = torch.tensor(_label_map(class_to_idx, dataset.classes, root))
+    found = extract_features_of(
+        model, dataset, transform, batch_size=batch_size, num_workers=num_workers, device=device
     )
-    mean_t = torch.tensor(mean, device=device).view(-1, 1, 1)
-    std_t = torch.tensor(std, device=device).view(-1, 1, 1)
-    model.eval().to(device)
-    feats, labels = [], []
-    for batch in loader:
-        images = normalize_uint8(batch["image"].to(device), mean_t, std_t)
-        out = model(images)
-        if out.ndim != 2:
-            raise ValueError(
-                f"k-NN needs pooled features [B, D]; the model returned {tuple(out.shape)}. "
-                "Create it with num_classes=0 and a global pool."
-            )
-        feats.append(F.normalize(out.float(), dim=1).cpu())
-        labels.append(batch["label"] if remap is None else remap[batch["label"]])
-    return torch.cat(feats), torch.cat(labels)
+    assert found is not None  # a single process is always the main one
+    labels = found.labels if remap is None else remap[found.labels]
+    return F.normalize(found.features, dim=1), labels
 
 
 def knn_predict(
@@ -102,23 +109,26 @@ def knn_predict(
     test_feats: torch.Tensor,
     *,
     k: int = 20,
-    temperature: float = 0.07,
+    temperature: float = DEFAULT_TEMPERATURE,
     num_classes: int | None = None,
-    chunk: int = 1024,
+    chunk: int | None = 1024,
 ) -> torch.Tensor:
-    """Class scores [M, num_classes] of weighted k-NN voting (features must be L2-normalised)."""
+    """Class scores [M, num_classes] of weighted k-NN voting (features must be L2-normalised).
+
+    ``k`` is clipped to the number of training features; ``chunk`` test rows are compared at a
+    time (``None``: as many as the default memory budget allows).
+    """
     if num_classes is None:
         num_classes = int(train_labels.max()) + 1
-    k = min(k, train_feats.shape[0])
-    scores = []
-    for start in range(0, test_feats.shape[0], chunk):
-        sim = test_feats[start : start + chunk] @ train_feats.T
-        top_sim, top_idx = sim.topk(k, dim=1)
-        weights = (top_sim / temperature).exp()
-        votes = torch.zeros(sim.shape[0], num_classes, dtype=weights.dtype)
-        votes.scatter_add_(1, train_labels[top_idx], weights)
-        scores.append(votes)
-    return torch.cat(scores)
+    top_sim, top_idx = topk_neighbours(train_feats, test_feats, k, chunk_rows=chunk)
+    return knn_votes(
+        top_sim,
+        top_idx,
+        train_labels,
+        k=top_sim.shape[1],
+        temperature=temperature,
+        num_classes=num_classes,
+    )
 
 
 def knn_evaluate(
@@ -127,99 +137,191 @@ def knn_evaluate(
     val_root: str | Path,
     *,
     k: int = 20,
-    temperature: float = 0.07,
+    temperature: float = DEFAULT_TEMPERATURE,
     batch_size: int = 64,
     num_workers: int = 0,
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """Top-1/top-5 accuracy (%) of weighted k-NN with the model's own data config."""
-    import timm.data
-
-    cfg = timm.data.resolve_data_config({}, model=model)
-    common = dict(
-        size=cfg["input_size"][-1],
-        crop_pct=cfg["crop_pct"],
-        mean=cfg["mean"],
-        std=cfg["std"],
-        interpolation=cfg["interpolation"],
-        batch_size=batch_size,
-        num_workers=num_workers,
-        device=device,
-    )
-    train_classes = image_folder_classes(train_root)
-    train_feats, train_labels = extract_features(model, train_root, **common)
-    val_feats, val_labels = extract_features(
-        model, val_root, **common, class_to_idx={c: i for i, c in enumerate(train_classes)}
-    )
-    num_classes = len(train_classes)
-    scores = knn_predict(
-        train_feats, train_labels, val_feats, k=k, temperature=temperature, num_classes=num_classes
-    )
-    top = scores.topk(min(5, num_classes), dim=1).indices
-    hit = top == val_labels[:, None]
+    """Top-1/top-5 accuracy (%) of weighted k-NN with the model's own data config (no cache)."""
+    transform = EvalTransform.from_model(model)
+    train_ds = open_image_folder(str(train_root), transform)
+    val_ds = open_image_folder(str(val_root), transform)
+    remap = torch.tensor(_label_map(train_ds.class_to_idx, val_ds.classes, val_root))
+    common: dict[str, Any] = dict(batch_size=batch_size, num_workers=num_workers, device=device)
+    train = extract_features_of(model, train_ds, transform, **common)
+    val = extract_features_of(model, val_ds, transform, **common)
+    assert train is not None and val is not None  # a single process is always the main one
+    acc = knn_accuracy(
+        F.normalize(train.features, dim=1),
+        train.labels,
+        F.normalize(val.features, dim=1),
+        remap[val.labels],
+        ks=(k,),
+        temperature=temperature,
+        num_classes=len(train_ds.classes),
+    )[k]
     return {
-        "top1": 100.0 * hit[:, 0].float().mean().item(),
-        "top5": 100.0 * hit.any(dim=1).float().mean().item(),
+        "top1": acc["top1"],
+        "top5": acc["top5"],
         "k": k,
         "temperature": temperature,
-        "num_train": int(train_feats.shape[0]),
-        "num_val": int(val_feats.shape[0]),
-        "feature_dim": int(train_feats.shape[1]),
+        "num_train": int(train.features.shape[0]),
+        "num_val": int(val.features.shape[0]),
+        "feature_dim": int(train.features.shape[1]),
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    import timm
-
-    import selfsup_zoo  # noqa: F401  (registers the zoo's architectures with timm)
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", help="timm model name, local-dir:<folder> or hf-hub:<repo>")
-    parser.add_argument(
-        "--train",
-        required=True,
-        help="image folder root/<class>/<image> (or embedded:digits/train)",
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The protocol's hyper-parameters (DINO/iBOT defaults)."""
+    group = parser.add_argument_group("k-NN")
+    group.add_argument(
+        "--k", type=int, nargs="+", default=list(DEFAULT_KS), help="neighbours (several at once)"
     )
-    parser.add_argument("--val", required=True, help="image folder of the evaluation split")
-    parser.add_argument("--k", type=int, default=20)
-    parser.add_argument("--temperature", type=float, default=0.07)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--random-init", action="store_true", help="do not load weights (baseline)")
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="torch seed set before the model is built (makes --random-init repeatable)",
+    group.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
+    group.add_argument(
+        "--memory-budget-gb",
+        type=float,
+        default=DEFAULT_MEMORY_BUDGET_GB,
+        help="memory for the training bank plus one similarity chunk",
     )
-    parser.add_argument(
-        "--cache-dir",
-        default="",
-        help="where embedded:... data sets are materialised "
-        "(default $SELFSUP_ZOO_CACHE/data or ~/.cache/selfsup_zoo/data)",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    group.add_argument("--shots", type=int, default=0, help="few-shot: training images per class")
+    group.add_argument("--draws", type=int, default=5, help="few-shot: random draws (seeded)")
 
-    cache = data_cache_dir(args.cache_dir)
-    train = resolve_data_root(args.train, cache)
-    val = resolve_data_root(args.val, cache)
-    torch.manual_seed(args.seed)
-    model = timm.create_model(args.model, pretrained=not args.random_init, num_classes=0)
-    result = knn_evaluate(
-        model,
-        train,
-        val,
-        k=args.k,
+
+def _few_shot(
+    session: EvalSession,
+    bank: torch.Tensor,
+    labels: torch.Tensor,
+    queries: torch.Tensor,
+    query_labels: torch.Tensor,
+    num_classes: int,
+) -> dict[str, dict[str, float]]:
+    args = session.args
+    per_draw: dict[int, list[tuple[float, float]]] = {k: [] for k in args.k}
+    for draw in range(args.draws):
+        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + draw)
+        chosen = few_shot_indices(labels, args.shots, num_classes, generator)
+        acc = knn_accuracy(
+            bank[chosen],
+            labels[chosen],
+            queries,
+            query_labels,
+            ks=args.k,
+            temperature=args.temperature,
+            num_classes=num_classes,
+            memory_budget_gb=args.memory_budget_gb,
+            device=session.device,
+        )
+        for k in args.k:
+            per_draw[k].append((acc[k]["top1"], acc[k]["top5"]))
+    rows: dict[str, dict[str, float]] = {}
+    for k, values in per_draw.items():
+        t = torch.tensor(values, dtype=torch.float64)  # [draws, 2]
+        std = t.std(dim=0) if len(values) > 1 else torch.zeros(2, dtype=torch.float64)
+        rows[f"{args.shots}-shot k={k}"] = {
+            "top1": float(t[:, 0].mean()),
+            "top1_std": float(std[0]),
+            "top5": float(t[:, 1].mean()),
+            "top5_std": float(std[1]),
+        }
+    return rows
+
+
+def run(session: EvalSession) -> ProtocolResult | None:
+    """Extract (or read cached) features of both folders on every rank; search on the main one."""
+    args = session.args
+    if any(k < 1 for k in args.k) or args.temperature <= 0:
+        raise EvaluationError("--k values must be >= 1 and --temperature > 0")
+    if args.shots < 0 or (args.shots and args.draws < 1):
+        raise EvaluationError("--shots must be >= 0 and --draws >= 1")
+    train_ds = session.image_folder(args.train, "train")
+    val_ds = session.image_folder(args.val, "val")
+    remap = torch.tensor(_label_map(train_ds.class_to_idx, val_ds.classes, val_ds.root))
+    model = session.model()
+    transform = EvalTransform.from_model(model)
+    train = session.features(model, train_ds, transform, "train")
+    val = session.features(model, val_ds, transform, "val")
+    if train is None or val is None:
+        return None
+    num_classes = len(train_ds.classes)
+    bank = F.normalize(train.features, dim=1)
+    queries = F.normalize(val.features, dim=1)
+    query_labels = remap[val.labels]
+    bank_size = args.shots * num_classes if args.shots else bank.shape[0]
+    for k in args.k:
+        if k > bank_size:
+            session.notes.append(f"k={k} exceeds the {bank_size} training features: clipped")
+    acc = knn_accuracy(
+        bank,
+        train.labels,
+        queries,
+        query_labels,
+        ks=args.k,
         temperature=args.temperature,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        device=args.device,
+        num_classes=num_classes,
+        memory_budget_gb=args.memory_budget_gb,
+        device=session.device,
+        progress=True,
     )
-    result["model"] = args.model
-    print(json.dumps(result, indent=2))
-    return 0 if math.isfinite(result["top1"]) else 1
+    metrics = {f"k={k}": {"top1": v["top1"], "top5": v["top5"]} for k, v in acc.items()}
+    if args.shots:
+        metrics.update(_few_shot(session, bank, train.labels, queries, query_labels, num_classes))
+    return ProtocolResult(
+        metrics=metrics,
+        hyperparameters={
+            "k": list(args.k),
+            "temperature": args.temperature,
+            "memory_budget_gb": args.memory_budget_gb,
+            "shots": args.shots,
+            "draws": args.draws if args.shots else 0,
+            "normalisation": "l2",
+            "vote_weight": "exp(similarity / temperature)",
+        },
+        details={
+            "num_train": int(bank.shape[0]),
+            "num_val": int(queries.shape[0]),
+            "feature_dim": int(bank.shape[1]),
+            "num_classes": num_classes,
+            "k_used": {str(k): int(v["k_used"]) for k, v in acc.items()},
+            "eval_transform": transform.as_dict(),
+        },
+        title=(
+            f"k-NN  {args.model}{' (random init)' if args.random_init else ''}: "
+            f"{bank.shape[0]} train / {queries.shape[0]} val images, dim {bank.shape[1]}"
+        ),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m selfsup_zoo.evaluation.knn``: today's command (k 20 by default, JSON on stdout,
+    results.json only with ``--out``)."""
+    code, results = run_protocol(
+        cast(ProtocolModule, sys.modules[__name__]),  # this module is a protocol module
+        argv,
+        prog="python -m selfsup_zoo.evaluation.knn",
+        name="knn",
+        defaults={"k": [20]},
+        out_by_default=False,
+        print_table=False,
+    )
+    if results is None:
+        return code
+    first = results["metrics"][f"k={results['hyperparameters']['k'][0]}"]
+    details = results["details"]
+    summary = {
+        "top1": first["top1"],
+        "top5": first["top5"],
+        "k": results["hyperparameters"]["k"][0],
+        "temperature": results["hyperparameters"]["temperature"],
+        "num_train": details["num_train"],
+        "num_val": details["num_val"],
+        "feature_dim": details["feature_dim"],
+        "model": results["model"],
+        "metrics": results["metrics"],
+        "feature_cache": results["feature_cache"],
+    }
+    print(json.dumps(summary, indent=2))
+    return 0 if first["top1"] is not None and math.isfinite(first["top1"]) else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,46 @@
+"""``python -m selfsup_zoo.evaluation <protocol> MODEL ...``: one command line for every protocol.
+
+``python -m selfsup_zoo.evaluation`` alone (or ``--help``) lists the protocols;
+``python -m selfsup_zoo.evaluation <protocol> --help`` lists a protocol's options.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+
+from selfsup_zoo.evaluation.cli import run_protocol
+from selfsup_zoo.evaluation.registry import PROTOCOLS
+
+_PROG = "python -m selfsup_zoo.evaluation"
+
+
+def _usage() -> str:
+    width = max(len(n) for n in PROTOCOLS)
+    rows = "\n".join(f"  {name:<{width}}  {summary}" for name, (_, summary) in PROTOCOLS.items())
+    return (
+        f"usage: {_PROG} <protocol> MODEL [--train DIR --val DIR] [--out DIR] [options]\n\n"
+        f"protocols:\n{rows}\n\n"
+        f"MODEL: a timm or zoo name, local-dir:<hub folder> or hf-hub:<repo> (--random-init for "
+        f"the untrained baseline).\nOptions of a protocol: {_PROG} <protocol> --help"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to the protocol named first; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if args else 2
+    name = args[0]
+    if name not in PROTOCOLS:
+        close = difflib.get_close_matches(name, list(PROTOCOLS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        print(f"error: unknown protocol {name!r}{hint}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    code, _ = run_protocol(name, args[1:], prog=f"{_PROG} {name}")
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""Build the frozen model an evaluation protocol measures, with a clear error for a wrong name.
+
+``MODEL`` is anything ``timm.create_model`` accepts once ``selfsup_zoo`` is imported: a catalog
+name (``care_resnet50``, ``care_resnet50.in1k_ep100``), a plain timm name (``resnet50``,
+``resnet50.a1_in1k``), ``local-dir:<hub folder>`` or ``hf-hub:<repo>``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from pathlib import Path
+
+import timm
+import torch
+from timm.models import parse_model_name
+from torch import nn
+
+import selfsup_zoo  # noqa: F401  (registers the zoo's architectures with timm)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EvaluationError", "create_eval_model"]
+
+
+class EvaluationError(ValueError):
+    """Bad input to an evaluation (model, folders, options); the message says what to do."""
+
+
+def _check_name(name: str) -> None:
+    source, rest = parse_model_name(name)
+    if source == "local-dir":
+        folder = Path(rest).expanduser()
+        if not (folder / "config.json").is_file():
+            raise EvaluationError(
+                f"{name!r}: {folder} is not a hub folder (no config.json); give "
+                "local-dir:<folder> with the config.json and model.safetensors that "
+                "`python -m selfsup_zoo.training.export` or `reproduce` writes"
+            )
+        return
+    if source == "hf-hub" or timm.is_model(name):
+        return
+    arch = name.partition(".")[0]
+    close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise EvaluationError(
+        f"unknown model {name!r}.{hint} Give a timm or zoo name (list them with "
+        "`python -c \"import timm, selfsup_zoo; print(timm.list_models('*resnet*'))\"`), "
+        "local-dir:<hub folder> or hf-hub:<repo>"
+    )
+
+
+def create_eval_model(name: str, *, random_init: bool = False, seed: int = 0) -> nn.Module:
+    """The model with its weights (or random ones), pooled output (``num_classes=0``), eval mode.
+
+    Args:
+        name: see the module docstring.
+        random_init: skip the weights (the untrained baseline).
+        seed: torch seed set just before the model is built (makes ``random_init`` repeatable).
+
+    Raises:
+        EvaluationError: the name is not a model (with the closest names).
+    """
+    _check_name(name)
+    torch.manual_seed(seed)
+    model = timm.create_model(name, pretrained=not random_init, num_classes=0)
+    logger.info(
+        "model %s (%s, %s weights)", name, type(model).__name__, "random" if random_init else "its"
+    )
+    return model.eval()

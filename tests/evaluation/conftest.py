@@ -1,0 +1,55 @@
+"""Evaluation test fixtures: a private cache root, small image folders, a tiny hub folder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from torchvision.io import write_png
+
+from selfsup_zoo.hub import write_hub_folder
+
+TINY_CFG = dict(input_size=(3, 32, 32), crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+
+@pytest.fixture(autouse=True)
+def private_cache_root(tmp_path, monkeypatch) -> Path:
+    """Feature caches (and any default data) go to the test's folder, not the user's cache."""
+    root = tmp_path / "cache_root"
+    monkeypatch.setenv("SELFSUP_ZOO_CACHE", str(root))
+    return root
+
+
+@pytest.fixture
+def make_folder(tmp_path) -> Callable[..., Path]:
+    """``make_folder(name, {"a": 3, "b": 2}, seed=0)``: random RGB PNGs of varying sizes in
+    ImageNet layout under ``tmp_path/name``; class ``c`` gets its own mean brightness."""
+
+    def make(name: str, counts: dict[str, int], seed: int = 0, sizes: Sequence[int] = (20, 28)):
+        gen = torch.Generator().manual_seed(seed)
+        root = tmp_path / name
+        for c_index, (cls, n) in enumerate(sorted(counts.items())):
+            (root / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                h, w = sizes[i % len(sizes)], sizes[(i + 1) % len(sizes)]
+                base = 40 * c_index
+                img = (torch.rand(3, h, w, generator=gen) * 120 + base).to(torch.uint8)
+                write_png(img, str(root / cls / f"{cls}_{i:03d}.png"))
+        return root
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_hub(tmp_path_factory) -> Path:
+    """A hub folder (plain timm ``resnet10t`` seeded weights, 32-px eval config): ``local-dir:``."""
+    torch.manual_seed(0)
+    model = timm.create_model("resnet10t", num_classes=0)
+    out = tmp_path_factory.mktemp("tiny_hub")
+    write_hub_folder(
+        out, model.state_dict(), architecture="resnet10t", pretrained_cfg=dict(TINY_CFG)
+    )
+    return out
