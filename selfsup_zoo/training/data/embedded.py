@@ -18,6 +18,7 @@ import torch
 from torchvision.io import write_png
 
 from selfsup_zoo._io import atomic_write_text
+from selfsup_zoo.paths import cache_root, data_root
 
 logger = logging.getLogger(__name__)
 
@@ -119,15 +120,27 @@ def materialize_digits(root: str | os.PathLike[str], size: int = 64, *, val_ever
 
 
 def default_cache_dir() -> Path:
-    """The package's cache folder: $SELFSUP_ZOO_CACHE or ~/.cache/selfsup_zoo."""
-    env = os.environ.get("SELFSUP_ZOO_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "selfsup_zoo"
+    """The package's cache root, shared with the weights (:func:`selfsup_zoo.paths.cache_root`).
+
+    Returns:
+        ``$SELFSUP_ZOO_CACHE`` when set, else ``$XDG_CACHE_HOME/selfsup_zoo``, else
+        ``~/.cache/selfsup_zoo``.
+    """
+    return cache_root()
 
 
 def data_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where embedded data sets are materialised: ``cache_dir`` when given (a recipe's
-    ``data.cache_dir``, a CLI's ``--cache-dir``), else ``default_cache_dir() / "data"``."""
-    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir() / "data"
+    """Where embedded data sets are materialised.
+
+    Args:
+        cache_dir: A recipe's ``data.cache_dir`` or a CLI's ``--cache-dir``; ``None`` or empty for
+            the default.
+
+    Returns:
+        ``cache_dir`` (user expanded) when given, else :func:`selfsup_zoo.paths.data_root`
+        (``default_cache_dir() / "data"``).
+    """
+    return Path(cache_dir).expanduser() if cache_dir else data_root()
 
 
 def resolve_data_root(spec: str, cache_dir: str | os.PathLike[str]) -> Path:
