@@ -37,7 +37,7 @@ def _folder_lock(root: Path) -> Iterator[None]:
     """
     root.mkdir(parents=True, exist_ok=True)
     try:
-        import fcntl
+        import fcntl  # POSIX only, hence imported where the lock is taken
     except ImportError:  # no POSIX locks (Windows): single-process use only
         yield
         return
