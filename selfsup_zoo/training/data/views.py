@@ -1,0 +1,35 @@
+"""The registry of pre-training view transforms that a recipe's ``data.views`` names."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from selfsup_zoo.training.data.care_views import CareViews
+from selfsup_zoo.training.data.sere_views import SereViews
+
+__all__ = ["VIEWS", "build_views"]
+
+#: The views classes a recipe's ``data.views`` names.
+VIEWS: dict[str, type[CareViews] | type[SereViews]] = {"care": CareViews, "sere": SereViews}
+
+
+def build_views(name: str, view_args: Mapping[str, Any]) -> CareViews | SereViews:
+    """The views object of a recipe's ``data.views`` / ``data.view_args``.
+
+    Args:
+        name: A key of :data:`VIEWS` (``"care"`` or ``"sere"``).
+        view_args: Keyword arguments of that class (a recipe's YAML values).
+
+    Returns:
+        The views object.
+
+    Raises:
+        KeyError: ``name`` is not in :data:`VIEWS`.
+        ValueError: ``view_args`` do not fit the class's signature.
+    """
+    cls = VIEWS[name]
+    try:
+        return cls(**view_args)
+    except TypeError as err:
+        raise ValueError(f"data.view_args do not fit {cls.__name__}: {err}") from err
