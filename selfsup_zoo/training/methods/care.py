@@ -139,8 +139,9 @@ class CareMethod(Method):
             Both networks' outputs on both views, the four supervision terms and the loss terms
             (all fp32, also under autocast).
         """
-        s1, s2, t1, t2 = self._encode(x1, x2)
-        with torch.autocast(device_type=x1.device.type, enabled=False):
+        s1, s2, t1, t2 = self._encode(x1, x2)  # projections of both streams, both networks
+        with torch.autocast(device_type=x1.device.type, enabled=False):  # losses in fp32 (§9 #15)
+            # BYOL per stream (each view predicts the other's target): C-stream, then T-stream
             con = self.byol_loss([s1.proj, s2.proj], [t1.proj, t2.proj])
             con2 = self.byol_loss([s1.att_proj, s2.att_proj], [t1.att_proj, t2.att_proj])
             mse = self._t_stream_supervision_terms(s1, s2, t1, t2)
