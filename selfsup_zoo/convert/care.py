@@ -1,6 +1,12 @@
 """Official CARE checkpoints (ChongjianGE/CARE) -> timm ``ResNet`` keys.
 
-Three layouts are accepted (spec care.md §1.3, §2):
+This module is the one owner of the official key layout (``docs/methods/care.md`` §1.3): the
+prefixes, the parts a timm ``ResNet`` does not have, and the mapping between the official keys and
+``CareMethod.state_dict()`` keys (:func:`official_key`, :func:`from_official_key`,
+:func:`to_official_state_dict`, :func:`from_official_state_dict`), which the training code's
+official-checkpoint importer uses.
+
+Three layouts are accepted by the converter (``docs/methods/care.md`` §1.3, §2):
 
 * the full pre-training checkpoint ``{start_epoch, model, optimizer}``, ``model`` holding the
   DDP-wrapped CARE module (``module.student_encoder.*`` / ``module.teacher_encoder.*``, each with
@@ -20,13 +26,162 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from torch import nn
 
-from ..hub import ConversionError
+from ..hub import ConversionError, compare_keys
 from . import Conversion, match_architecture, resolve_checkpoint_name, strip_prefix
+
+__all__ = [
+    "STUDENT_PREFIX",
+    "TEACHER_PREFIX",
+    "ENCODER_PREFIXES",
+    "T_STREAM_AND_HEAD_PREFIXES",
+    "official_key",
+    "from_official_key",
+    "to_official_state_dict",
+    "from_official_state_dict",
+    "fold_linear_bn",
+    "convert_care",
+]
+
+# --------------------------------------------------------------------------------------------------
+# the official key layout (docs/methods/care.md §1.3)
+# --------------------------------------------------------------------------------------------------
+
+# The DDP-wrapped official ``CARE`` module: one prefix per network. Student = online network (the
+# one the official linear evaluation loads), teacher = its EMA.
+STUDENT_PREFIX = "module.student_encoder."
+TEACHER_PREFIX = "module.teacher_encoder."
+ENCODER_PREFIXES = {"student": STUDENT_PREFIX, "teacher": TEACHER_PREFIX}
+# What an official encoder has besides its ResNet: the T-stream and the two MLP heads. Every other
+# key below an encoder prefix is a timm ``ResNet`` key by identity (``docs/methods/care.md`` §1.4).
+T_STREAM_AND_HEAD_PREFIXES = ("trans.", "fc1.", "fc2.")
+# ``CareMethod`` keeps the ResNet of each network under this name (a timm model of its own).
+_BACKBONE = "backbone."
+
+
+def official_key(name: str) -> str:
+    """A ``CareMethod.state_dict()`` key -> the official key.
+
+    Args:
+        name: ``student.<rest>`` or ``teacher.<rest>``, ``<rest>`` being ``backbone.<timm key>`` or
+            a key under ``trans.`` / ``fc1.`` / ``fc2.``.
+
+    Returns:
+        ``module.student_encoder.<K>`` / ``module.teacher_encoder.<K>``, ``<K>`` being ``<rest>``
+        without ``backbone.``.
+
+    Raises:
+        ValueError: ``name`` is not a ``CareMethod`` state-dict key.
+    """
+    net, _, rest = name.partition(".")
+    if net not in ENCODER_PREFIXES or not rest:
+        raise ValueError(f"not a CareMethod state-dict key: {name!r}")
+    if rest.startswith(_BACKBONE):
+        rest = rest[len(_BACKBONE) :]
+    elif not rest.startswith(T_STREAM_AND_HEAD_PREFIXES):
+        raise ValueError(f"not a CareMethod state-dict key: {name!r}")
+    return ENCODER_PREFIXES[net] + rest
+
+
+def from_official_key(key: str) -> str:
+    """An official key -> the ``CareMethod.state_dict()`` key; the inverse of :func:`official_key`.
+
+    Args:
+        key: ``module.student_encoder.<K>`` or ``module.teacher_encoder.<K>``; a missing
+            ``module.`` prefix (a checkpoint saved without DDP) is accepted.
+
+    Returns:
+        ``student.<K>`` / ``teacher.<K>`` for T-stream and head keys, ``student.backbone.<K>`` /
+        ``teacher.backbone.<K>`` for the ResNet's.
+
+    Raises:
+        ValueError: ``key`` is not below either encoder prefix.
+    """
+    if not key.startswith("module."):
+        key = "module." + key
+    for ours, prefix in ENCODER_PREFIXES.items():
+        if key.startswith(prefix):
+            rest = key[len(prefix) :]
+            if not rest:
+                break
+            if rest.startswith(T_STREAM_AND_HEAD_PREFIXES):
+                return f"{ours}.{rest}"
+            return f"{ours}.{_BACKBONE}{rest}"
+    raise ValueError(f"not an official CARE key: {key!r}")
+
+
+def to_official_state_dict(
+    source: nn.Module | Mapping[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """A ``CareMethod``'s state in the official ``model`` layout (902 entries for R50).
+
+    Args:
+        source: a ``CareMethod`` or its ``state_dict()``.
+
+    Returns:
+        The same tensors (sharing storage) under their official keys, in the method's order.
+    """
+    state = source.state_dict() if isinstance(source, nn.Module) else source
+    return {official_key(k): v for k, v in state.items()}
+
+
+def _short_list(items: list[str], limit: int = 20) -> str:
+    head = ", ".join(items[:limit])
+    return head + (f", … (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def from_official_state_dict(
+    official: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], target: str
+) -> dict[str, torch.Tensor]:
+    """An official ``model`` state dict -> ``CareMethod`` keys, checked strictly against shapes.
+
+    Args:
+        official: the ``model`` entry of an official pre-training checkpoint.
+        expected: ``CareMethod.state_dict()`` key -> shape of the model to load into.
+        target: how the error message names that model, e.g. ``"CareMethod('resnet50')"``.
+
+    Returns:
+        The official tensors under ``CareMethod`` keys, in the order of ``expected``.
+
+    Raises:
+        ValueError: any missing, unexpected or mis-shaped entry; the message names official keys.
+    """
+    ours: dict[str, torch.Tensor] = {}
+    unexpected: list[str] = []
+    for key, value in official.items():
+        try:
+            ours[from_official_key(key)] = value
+        except ValueError:
+            unexpected.append(key)
+    missing_keys, extra_keys, wrong_keys = compare_keys(ours, expected)
+    unexpected += sorted(official_key(k) for k in extra_keys)
+    missing = sorted(official_key(k) for k in missing_keys)
+    mismatched = [
+        f"{official_key(k)} {tuple(ours[k].shape)} vs model {tuple(expected[k])}"
+        for k in wrong_keys
+    ]
+    if missing or unexpected or mismatched:
+        msg = [f"official CARE checkpoint does not match {target}"]
+        if missing:
+            msg.append(f"missing {len(missing)}: {_short_list(missing)}")
+        if unexpected:
+            msg.append(f"unexpected {len(unexpected)}: {_short_list(unexpected)}")
+        if mismatched:
+            msg.append(f"shape mismatch {len(mismatched)}: {_short_list(mismatched)}")
+            if any("pos_emb" in m for m in mismatched):
+                msg.append("(position embeddings differ: official weights need img_size 209-224)")
+        raise ValueError("; ".join(msg))
+    return {k: ours[k] for k in expected}
+
+
+# --------------------------------------------------------------------------------------------------
+# conversion to a timm ResNet
+# --------------------------------------------------------------------------------------------------
 
 # Parts of the official module that timm's ResNet does not have: T-stream and projection heads
 # (pre-training) or the unused random Linear(2048, 128) of the evaluation encoder.
-_TRAINING_ONLY = ("trans.", "fc1.", "fc2.", "fc.0.")
+_TRAINING_ONLY = (*T_STREAM_AND_HEAD_PREFIXES, "fc.0.")
 # BatchNorm1d default of the official linear classifier (nn.BatchNorm1d(1000)).
 _BN_EPS = 1e-5
 
@@ -101,13 +256,14 @@ def convert_care(
         model = obj.get("model") if isinstance(obj.get("model"), dict) else None
         full_prefix = None
         if model is not None:
-            for prefix in (f"module.{which}_encoder.", f"{which}_encoder."):
+            ddp_prefix = ENCODER_PREFIXES[which]
+            for prefix in (ddp_prefix, ddp_prefix[len("module.") :]):
                 if any(k.startswith(prefix) for k in model):
                     full_prefix = prefix
                     break
             if full_prefix is None and any("_encoder." in k for k in model):
                 raise ConversionError(f"{what} has no {which} encoder in 'model'.")
-        if full_prefix is not None:
+        if model is not None and full_prefix is not None:
             state, dropped = _encoder_only(strip_prefix(model, full_prefix))
             epochs = obj.get("start_epoch")
             notes.append(
