@@ -8,7 +8,7 @@ References:
 
 The teacher's logits are centred before its softmax, ``softmax((t - c) / tau)``, and the centre
 follows the mean teacher output over the *global* batch (every process, every micro-batch of one
-optimizer step) [1, eq. 4]::
+optimizer step) [1]::
 
     c <- m * c + (1 - m) * (sum over the global batch of x_i) / (R * world_size * accum_iter)
 

@@ -5,12 +5,12 @@ Reference:
         TPAMI 2023. https://arxiv.org/abs/2206.05184
 
 For a token map Z [C, s, s] (N = s^2 tokens, rows of Z flattened to [C, N]) the channel relation
-is the C x C matrix of channel similarities [1, eq. 4]::
+is the C x C matrix of channel similarities [1]::
 
     R_c(Z) = (Z / sqrt(N)) (Z / sqrt(N))^T
 
 The loss distils the teacher's relation of the projection z into the student's relation of the
-predictor output p, row by row [1, eq. 6] (``docs/methods/sere.md`` §2.2, §3.5)::
+predictor output p, row by row [1] (``docs/methods/sere.md`` §2.2, §3.5)::
 
     H(softmax(R_c(z_t) / tau_c), R_c(p_s)),   no temperature on the student
 

@@ -12,10 +12,10 @@ Both compare a centred, sharpened teacher distribution with the student's over K
 
     P_t = softmax((t - c) / tau_t),   H(P_t, s) = sum_k -P_t[k] * log_softmax(s / tau_s)[k]
 
-- CLS loss [1, eq. 2]: for each teacher global view q and each student view v != q (the other
+- CLS loss [1]: for each teacher global view q and each student view v != q (the other
   global view and every local view), the batch mean of H over the CLS logits; the 2 (1 + L)
   terms are averaged with equal weight (``docs/methods/sere.md`` §3.2).
-- Patch loss [1, eq. 1]: only v == q, the student seeing view q masked. Per image the sum of H
+- Patch loss [1]: only v == q, the student seeing view q masked. Per image the sum of H
   over the masked tokens divided by max(1, masked tokens), then the batch mean with unmasked
   images counted as 0, then the mean over the two views (§3.3, §8 #15).
 

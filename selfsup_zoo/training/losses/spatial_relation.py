@@ -5,14 +5,14 @@ Reference:
         TPAMI 2023. https://arxiv.org/abs/2206.05184
 
 For a token map Z [C, s, s] split into H contiguous channel groups of d = C / H, the spatial
-relation of group h is the N x N matrix of token similarities (N = s^2) [1, eq. 2]::
+relation of group h is the N x N matrix of token similarities (N = s^2) [1]::
 
     R_s(Z)_h = Z_h^T Z_h / sqrt(d)      (row = query position, column = key position)
 
 Two crops see different image regions, so both relations are first resampled on an S x S lattice
 of points of their overlap: with A the [S^2, N] bilinear sampling matrix of a crop's lattice,
 the aligned relation is A R A^T (``docs/methods/sere.md`` §3.6, equal to the official two
-``grid_sample`` passes). The loss [1, eq. 5] is::
+``grid_sample`` passes). The loss [1] is::
 
     H(softmax(A_t R(z_t) A_t^T / tau_s), A_s R(p_s) A_s^T),   no temperature on the student
 
