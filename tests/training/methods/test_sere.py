@@ -1,9 +1,13 @@
 """Tests of the SERE method: golden parity with the official training step, geometry, heads,
-schedules, optimisation hooks and the official checkpoint importer."""
+schedules, optimisation hooks and the official checkpoint importer.
+
+Section numbers (§) refer to ``docs/methods/sere.md``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import zlib
 
@@ -14,6 +18,7 @@ import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
+from selfsup_zoo.training.collectives import Collectives
 from selfsup_zoo.training.methods.base import StepInfo
 from selfsup_zoo.training.methods.sere import (
     SereConfig,
@@ -32,7 +37,7 @@ from selfsup_zoo.training.methods.sere import (
 STEP0 = StepInfo(step=0, epoch=0, steps_per_epoch=1, total_steps=1)
 
 # --------------------------------------------------------------------------------------------------
-# Golden case (spec §9)
+# Golden case (§9)
 # --------------------------------------------------------------------------------------------------
 
 _NEAR_ONE = (
@@ -46,7 +51,7 @@ _NEAR_ONE = (
 
 
 def _golden_fill(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """Spec §9 fill rule on official key names (CRC-32 seeds, numpy legacy RandomState)."""
+    """The §9 fill rule on official key names (CRC-32 seeds, numpy legacy RandomState)."""
     out = {}
     for key, value in state.items():
         name = key[len("module.") :]
@@ -160,7 +165,7 @@ EXPECTED = {
 
 def _assert_rows(rows: dict[str, float], expected: dict[str, float]) -> None:
     for key, want in expected.items():
-        # 1e-5 relative (spec §9); the spec prints 7 decimals, hence the 5e-8 rounding allowance.
+        # 1e-5 relative (§9); §9 prints 7 decimals, hence the 5e-8 rounding allowance.
         assert rows[key] == pytest.approx(want, rel=1e-5, abs=5e-8), key
     assert rows["teacher_temp"] == pytest.approx(0.04)
     assert rows["teacher_patch_temp"] == pytest.approx(0.04)
@@ -224,7 +229,7 @@ def test_param_groups_vit_small(vit_s_golden) -> None:
     method, _, _ = vit_s_golden
     decay, no_decay = method.param_groups()
     assert decay["weight_decay"] is True and no_decay["weight_decay"] is False
-    # Spec §5.3 counts for the ViT-S recipe (norm_last_layer False: weight_g is trainable and decayed).
+    # §5.3 counts for the ViT-S recipe (norm_last_layer False: weight_g is trainable and decayed).
     assert (len(decay["params"]), sum(p.numel() for p in decay["params"])) == (146, 29_864_064)
     assert (len(no_decay["params"]), sum(p.numel() for p in no_decay["params"])) == (33, 12_672)
     assert any(p is method.student.masked_embed for p in decay["params"])
@@ -236,7 +241,7 @@ def test_official_backbone_key_set(vit_s_golden) -> None:
     ckpt = to_official_checkpoint(method)
     student = [k for k in ckpt["student"] if k.startswith("module.backbone.")]
     teacher = [k for k in ckpt["teacher"] if k.startswith("module.backbone.")]
-    assert len(student) == 195  # spec §1.3: full official backbone incl. mask token and BN buffers
+    assert len(student) == 195  # §1.3: full official backbone incl. mask token and BN buffers
     assert len(teacher) == 194 and "module.backbone.masked_embed" not in ckpt["teacher"]
     head = sorted(k for k in ckpt["student"] if k.startswith("module.head."))
     assert "module.head.last_layer2.weight_g" in head and "module.head.last_layer.weight_v" in head
@@ -263,9 +268,10 @@ def test_overlap_grids_checkpoints() -> None:
     lb = _golden_batch()["local_boxes"]
     g1, g2 = overlap_grids(gb[0], gb[1], 13)
     assert g1.shape == (2, 13, 13, 2) and g1.dtype == torch.float32
-    close = lambda t, xy: torch.testing.assert_close(
-        t, torch.tensor(xy, dtype=torch.float32), atol=1e-6, rtol=0
-    )  # noqa: E731
+
+    def close(t: torch.Tensor, xy: tuple[float, float]) -> None:
+        torch.testing.assert_close(t, torch.tensor(xy, dtype=torch.float32), atol=1e-6, rtol=0)
+
     close(g1[0, 0, 0], (-0.4666667, -0.7857143))
     close(g1[0, 12, 12], (1.0, 1.0))
     close(g2[0, 0, 0], (1.0, -1.0))
@@ -283,7 +289,7 @@ def test_overlap_grids_checkpoints() -> None:
     assert torch.all(g1[0, 3, :, 1] == g1[0, 3, 0, 1]) and torch.all(
         g1[0, :, 3, 0] == g1[0, 0, 3, 0]
     )
-    # l2 vs g1 overlaps in neither image: the -2 fill (spec §3.7)
+    # l2 vs g1 overlaps in neither image: the -2 fill (§3.7)
     loc2, glob2 = overlap_grids(lb[1], gb[0], 6)
     assert torch.all(loc2 == -2) and torch.all(glob2 == -2)
 
@@ -359,7 +365,7 @@ def test_official_pos_embed_interpolation() -> None:
     grid = pos[0, 1:].double().reshape(14, 14, 8)
     want = torch.einsum("ai,ijc,bj->abc", m, grid, m).reshape(36, 8).float()
     torch.testing.assert_close(out[0, 1:], want, atol=1e-5, rtol=1e-5)
-    # ... which is not what timm's size-based resampling gives (spec §1.6)
+    # ... which is not what timm's size-based resampling gives (§1.6)
     timm_out = resample_abs_pos_embed(pos, new_size=(6, 6), num_prefix_tokens=1)
     assert (timm_out - out).abs().max() > 1e-3
 
@@ -706,7 +712,7 @@ def test_bf16_autocast_step_close_to_fp32() -> None:
 
 
 def test_class_token_gets_the_official_init() -> None:
-    """cls_token ~ truncated normal std 0.02 (spec §1.1), not timm's std 1e-6; the teacher copies it."""
+    """cls_token ~ truncated normal std 0.02 (§1.1), not timm's std 1e-6; the teacher copies it."""
     torch.manual_seed(0)
     method = SereMethod(SereConfig(model_args=dict(TINY, embed_dim=384)))
     token = method.student.backbone.cls_token.detach()
@@ -774,7 +780,7 @@ def test_head_batchnorm_trains_converts_and_round_trips(tmp_path) -> None:
     ref = method.forward(batch, STEP0)["loss"]
     ref.backward()
     assert method.student.head.mlp[1].weight.grad is not None
-    # BN weights are exempt from weight decay, their biases are not (SERE's rule, spec §5.3).
+    # BN weights are exempt from weight decay, their biases are not (SERE's rule, §5.3).
     decay, no_decay = method.param_groups()
     exempt = {id(p) for p in no_decay["params"]}
     assert (
@@ -793,3 +799,85 @@ def test_head_batchnorm_trains_converts_and_round_trips(tmp_path) -> None:
     method.convert_sync_batchnorm()
     bns = [m for m in method.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert len(bns) == 2 * (8 + 2) and all(isinstance(m, nn.SyncBatchNorm) for m in bns)
+
+
+# --------------------------------------------------------------------------------------------------
+# Centres: the collectives the engine gives, and checkpoints of the former layout
+# --------------------------------------------------------------------------------------------------
+
+
+class _TwinWorld(Collectives):
+    """Two processes that saw the same batch: every sum doubles, the world has two members."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @property
+    def world_size(self) -> int:
+        return 2
+
+    def all_reduce_sum_(self, tensors) -> None:
+        self.calls += 1
+        for t in tensors:
+            t.mul_(2)
+
+
+def test_centres_reduce_through_the_method_collectives() -> None:
+    torch.manual_seed(0)
+    single = _tiny()
+    assert type(single.collectives) is Collectives  # no process group: one process
+    twin = _tiny()
+    twin.load_state_dict(single.state_dict())
+    twin.collectives = world = _TwinWorld()
+    assert twin.collectives is world
+    batch = _tiny_batch()
+    a = single.forward(batch, STEP0)
+    b = twin.forward(batch, STEP0)
+    assert world.calls == 2  # CLS centre, patch centre
+    assert torch.equal(a["loss"], b["loss"])
+    # The same batch on two processes: the global mean, hence the centres, are unchanged.
+    torch.testing.assert_close(twin.center, single.center, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(twin.center2, single.center2, rtol=1e-6, atol=1e-7)
+
+
+def test_checkpoints_with_the_former_flat_centre_keys_load() -> None:
+    torch.manual_seed(0)
+    source = _tiny(accum_iter=2)
+    source(_tiny_batch(seed=1), STEP0)
+    source(_tiny_batch(seed=2), STEP0)
+    source(_tiny_batch(seed=3), STEP0)  # centres moved once, one micro-batch pending
+    state = source.state_dict()
+    former = {k: v for k, v in state.items() if not k.startswith(("cls_loss.", "patch_loss."))}
+    former.update(
+        center=source.center,
+        center2=source.center2,
+        center_accum=source.center_accum,
+        center2_accum=source.center2_accum,
+        accum_count=source.cls_loss.center.count,
+    )
+    target = _tiny(accum_iter=2)
+    target.load_state_dict(former)  # strict
+    for key, value in target.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert int(target.patch_loss.center.count) == 1
+
+
+def test_method_and_losses_know_no_processes() -> None:
+    import selfsup_zoo.training.losses.center as center
+    import selfsup_zoo.training.losses.channel_relation as channel
+    import selfsup_zoo.training.losses.ibot as ibot
+    import selfsup_zoo.training.losses.spatial_relation as spatial
+    from selfsup_zoo.training.methods.sere import (
+        config,
+        geometry,
+        heads,
+        method,
+        network,
+        official,
+        schedules,
+        views,
+    )
+
+    modules = (center, channel, ibot, spatial, config, geometry, heads, method, network, official)
+    for module in (*modules, schedules, views):
+        assert "torch.distributed" not in inspect.getsource(module), module.__name__
