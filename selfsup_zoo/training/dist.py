@@ -134,8 +134,9 @@ class CpuSyncBatchNorm(_BatchNorm):
     flows through the global statistics exactly as in torch's own SyncBN backward.
 
     It derives from ``_BatchNorm``, not ``nn.SyncBatchNorm``: DDP refuses CPU modules that contain
-    an ``nn.SyncBatchNorm``. Only the engine's CPU path creates it (:func:`enable_cpu_sync_batchnorm`),
-    and its state-dict keys are those of SyncBatchNorm/BatchNorm.
+    an ``nn.SyncBatchNorm``. Only the engine's CPU path creates it
+    (:func:`enable_cpu_sync_batchnorm`), and its state-dict keys are those of
+    SyncBatchNorm/BatchNorm.
     """
 
     process_group: Any = None
@@ -147,6 +148,7 @@ class CpuSyncBatchNorm(_BatchNorm):
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - torch's name
         if not self.training or not (dist.is_available() and dist.is_initialized()):
             return super().forward(input)
+        # lazy: torch.distributed.nn pulls in the RPC machinery; only multi-process CPU runs need it
         from torch.distributed.nn.functional import all_reduce as diff_all_reduce
 
         self._check_input_dim(input)
@@ -159,24 +161,25 @@ class CpuSyncBatchNorm(_BatchNorm):
         n = stats[-1]
         mean = stats[:c] / n
         var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0.0)
-        if self.track_running_stats and self.running_mean is not None:
+        running_mean, running_var = self.running_mean, self.running_var
+        tracked = self.num_batches_tracked
+        if self.track_running_stats and running_mean is not None and running_var is not None:
             with torch.no_grad():
+                if tracked is not None:
+                    tracked.add_(1)
                 if self.momentum is None:
-                    self.num_batches_tracked += 1
-                    mom = 1.0 / float(self.num_batches_tracked)
+                    mom = 1.0 / float(tracked) if tracked is not None else 0.0
                 else:
-                    self.num_batches_tracked += 1
                     mom = self.momentum
                 unbiased = var.detach() * n / (n - 1).clamp_min(1.0)
-                self.running_mean.mul_(1 - mom).add_(
-                    mean.detach().to(self.running_mean.dtype), alpha=mom
-                )
-                self.running_var.mul_(1 - mom).add_(unbiased.to(self.running_var.dtype), alpha=mom)
+                running_mean.mul_(1 - mom).add_(mean.detach().to(running_mean.dtype), alpha=mom)
+                running_var.mul_(1 - mom).add_(unbiased.to(running_var.dtype), alpha=mom)
         shape = [1, c] + [1] * (input.dim() - 2)
         y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y.to(input.dtype)
+        out: torch.Tensor = y.to(input.dtype)
+        return out
 
 
 def enable_cpu_sync_batchnorm(module: nn.Module) -> int:
@@ -185,6 +188,7 @@ def enable_cpu_sync_batchnorm(module: nn.Module) -> int:
     n = 0
     for m in module.modules():
         if type(m) is nn.SyncBatchNorm:
-            m.__class__ = CpuSyncBatchNorm
+            # Same fields as SyncBatchNorm; only forward differs (see CpuSyncBatchNorm).
+            m.__class__ = CpuSyncBatchNorm  # type: ignore[assignment]
             n += 1
     return n

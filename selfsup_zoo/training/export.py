@@ -20,7 +20,14 @@ from typing import Any
 
 from torch import nn
 
+from selfsup_zoo import catalog
+from selfsup_zoo.hub import HubFolder, write_hub_folder
+from selfsup_zoo.training.checkpoint import CheckpointError, find_latest_checkpoint, load_checkpoint
+from selfsup_zoo.training.data import build_views
+from selfsup_zoo.training.methods import Method
+from selfsup_zoo.training.provenance import RunProvenance, export_provenance
 from selfsup_zoo.training.recipe import Recipe
+from selfsup_zoo.training.state import build_recipe_method
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +43,6 @@ def resolve_architecture(recipe: Recipe, backbone: nn.Module) -> tuple[str, dict
     if recipe.export.architecture:
         return recipe.export.architecture, dict(recipe.export.model_args)
     if recipe.checkpoint:
-        from selfsup_zoo import catalog
-
         entry = catalog.get_entry(recipe.checkpoint)
         return entry.timm_arch, dict(entry.model_args)
     cfg = recipe.method.config
@@ -52,11 +57,19 @@ def resolve_architecture(recipe: Recipe, backbone: nn.Module) -> tuple[str, dict
 
 
 def export_method(
-    method: Any, recipe: Recipe, out_dir: str | Path, *, provenance: dict[str, Any]
-) -> Any:
-    """Write ``method.export_backbone()`` as a hub folder; returns the ``HubFolder``."""
-    from selfsup_zoo.hub import write_hub_folder
+    method: Method, recipe: Recipe, out_dir: str | Path, *, provenance: dict[str, Any]
+) -> HubFolder:
+    """Write ``method.export_backbone()`` as a hub folder.
 
+    Args:
+        method: the trained method.
+        recipe: the recipe it was trained with (architecture and data config).
+        out_dir: the folder to write.
+        provenance: how the weights were made (``training.provenance.export_provenance``).
+
+    Returns:
+        The written folder (path and weights sha256).
+    """
     backbone = method.export_backbone()
     arch, model_args = resolve_architecture(recipe, backbone)
     return write_hub_folder(
@@ -74,8 +87,6 @@ def data_cfg(recipe: Recipe) -> dict[str, Any]:
     """Input size, interpolation and normalisation the run trained with, for a checkpoint that is
     not in the catalog (smoke runs at 32 px on digits): timm's data config then evaluates it at the
     resolution it learnt, not at the architecture's default 224 px."""
-    from selfsup_zoo.training.data import build_views
-
     # The views object itself says its size and resampling (defaults included).
     views = build_views(recipe.data.views, recipe.data.view_args)
     size = views.output_size
@@ -88,11 +99,20 @@ def data_cfg(recipe: Recipe) -> dict[str, Any]:
     }
 
 
-def export_checkpoint(src: str | Path, out_dir: str | Path | None = None) -> Any:
-    """Export from a training checkpoint file, or from a run folder (its newest good checkpoint)."""
-    from selfsup_zoo.training.engine import CheckpointError, find_latest_checkpoint, load_checkpoint
-    from selfsup_zoo.training.methods import build_method
+def export_checkpoint(src: str | Path, out_dir: str | Path | None = None) -> HubFolder:
+    """Export from a training checkpoint file, or from a run folder (its newest good checkpoint).
 
+    Args:
+        src: a checkpoint file or a run folder.
+        out_dir: the folder to write (default: ``<run>/export_step<N>``).
+
+    Returns:
+        The written folder.
+
+    Raises:
+        CheckpointError: no usable checkpoint.
+        RuntimeError: the checkpoint's method state does not match the code's method.
+    """
     src = Path(src)
     if src.is_dir():
         found = find_latest_checkpoint(src)
@@ -104,36 +124,34 @@ def export_checkpoint(src: str | Path, out_dir: str | Path | None = None) -> Any
         path, state = src, load_checkpoint(src)
         run_dir = src.parent.parent if src.parent.name == "checkpoints" else src.parent
     recipe = Recipe.from_json(state["recipe"])
-    from selfsup_zoo.training.engine import method_table
-
-    table = method_table(recipe, accum=1)  # accumulation does not change any weight's shape
-    method = build_method(recipe.method.kind, table)
+    method = build_recipe_method(recipe, accum=1)  # accumulation does not change any weight's shape
     missing, unexpected = method.load_state_dict(state["method"], strict=False)
     if missing or unexpected:
         # SyncBatchNorm has the same keys as BatchNorm, so a DDP run's state loads as is; anything
         # else is a real mismatch between the checkpoint and the code.
         raise RuntimeError(
-            f"checkpoint {path} does not match the method: missing {missing}, unexpected {unexpected}"
+            f"checkpoint {path} does not match the method: missing {missing}, "
+            f"unexpected {unexpected}"
         )
-    provenance = {
-        "recipe": recipe.name,
-        "checkpoint": recipe.checkpoint,
-        "method": recipe.method.kind,
-        "git_commit": state.get("git_commit", ""),
-        "world_size": int(state.get("world_size", 1)),
-        "wall_time_s": round(float(state.get("wall_time_s", 0.0)), 3),
-        "steps": int(state["step"]),
-        "total_steps": int(state.get("total_steps", state["step"])),
-        "source_checkpoint": path.name,
-    }
-    out = Path(out_dir) if out_dir is not None else run_dir / f"export_step{int(state['step'])}"
+    step = int(state["step"])
+    provenance = export_provenance(
+        recipe,
+        RunProvenance.from_checkpoint(state),
+        steps=step,
+        total_steps=int(state.get("total_steps", step)),
+        wall_time_s=float(state.get("wall_time_s", 0.0)),
+        source_checkpoint=path.name,
+    )
+    out = Path(out_dir) if out_dir is not None else run_dir / f"export_step{step}"
     return export_method(method, recipe, out, provenance=provenance)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: prints ``{"path": ..., "sha256": ...}``; exit status 1 on an error."""
     parser = argparse.ArgumentParser(
         prog="python -m selfsup_zoo.training.export",
-        description="Write a hub folder (config.json, model.safetensors, README.md) from a training checkpoint.",
+        description="Write a hub folder (config.json, model.safetensors, README.md) from a "
+        "training checkpoint.",
     )
     parser.add_argument("source", help="a run folder (newest good checkpoint) or a checkpoint file")
     parser.add_argument("out_dir", nargs="?", help="output folder (default: <run>/export_step<N>)")

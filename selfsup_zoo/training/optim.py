@@ -6,12 +6,14 @@ Every schedule is a plain float64 numpy array indexed by the 0-based global opti
 Two learning-rate shapes are needed, one per method, and they differ in details that matter for
 fidelity:
 
-* ``warmcos`` (CARE, ``care.md`` §5.1 and §9 #20): the optimizer is created at ``warmup_start_lr``
-  (1e-6) and the official loop sets the lr for iteration i+1 *after* iteration i (1-based), so the
-  0-based step s uses f(s) with f(0) = ``warmup_start_lr``, a linear ramp to the peak at s = W and a
-  half cosine from the peak to 0 (``min_lr``) over the remaining T-W iterations (divisor T-W).
-* ``cosine`` (iBOT/SERE ``cosine_scheduler``, ``sere.md`` §5.2): warm-up ``linspace(start, base, W)``
-  with both ends included, then ``final + ½(base-final)(1+cos(πk/(T-W)))`` for k = 0..T-W-1.
+* ``warmcos`` (CARE, ``docs/methods/care.md`` §5.1 and §9 #20): the optimizer is created at
+  ``warmup_start_lr`` (1e-6) and the official loop sets the lr for iteration i+1 *after* iteration
+  i (1-based), so the 0-based step s uses f(s) with f(0) = ``warmup_start_lr``, a linear ramp to
+  the peak at s = W and a half cosine from the peak to 0 (``min_lr``) over the remaining T-W
+  iterations (divisor T-W).
+* ``cosine`` (iBOT/SERE ``cosine_scheduler``, ``docs/methods/sere.md`` §5.2): warm-up
+  ``linspace(start, base, W)`` with both ends included, then
+  ``final + ½(base-final)(1+cos(πk/(T-W)))`` for k = 0..T-W-1.
 
 The weight-decay and EMA-momentum schedules of both methods are the same cosine without warm-up.
 """
@@ -21,12 +23,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from selfsup_zoo.training.recipe import linear_scaled_lr
+from selfsup_zoo.training.recipe import Recipe, linear_scaled_lr
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +38,9 @@ __all__ = [
     "cosine_schedule",
     "momentum_schedule",
     "lr_schedule",
+    "wd_schedule",
+    "Schedules",
+    "apply_schedules",
     "clip_gradients",
     "build_optimizer",
 ]
@@ -55,7 +61,7 @@ def warmcos_schedule(
         warm = np.zeros(total_steps, dtype=bool)
     rest = ~warm
     span = max(total_steps - warmup_steps, 1)
-    # The official ``warmcos`` decays to 0; ``final`` generalises it as final + (peak-final)·cos-term.
+    # The official ``warmcos`` decays to 0; ``final`` generalises it: final + (peak-final)·cos-term.
     out[rest] = final + (peak - final) * 0.5 * (
         1.0 + np.cos(math.pi * (steps[rest] - warmup_steps) / span)
     )
@@ -107,24 +113,60 @@ def lr_schedule(
 
 
 def wd_schedule(optim_cfg: Any, total_steps: int) -> np.ndarray:
-    """Weight decay per iteration: cosine from ``weight_decay`` to ``weight_decay_end`` (no warm-up)."""
+    """Weight decay per iteration: cosine from ``weight_decay`` to ``weight_decay_end`` (no
+    warm-up)."""
     end = (
         optim_cfg.weight_decay if optim_cfg.weight_decay_end is None else optim_cfg.weight_decay_end
     )
     return cosine_schedule(optim_cfg.weight_decay, end, total_steps)
 
 
+@dataclass(frozen=True)
+class Schedules:
+    """A run's per-iteration values, indexed by the 0-based global step.
+
+    ``lr`` and ``weight_decay`` have ``total_steps`` entries, ``momentum`` (the EMA teacher's)
+    ``total_steps + 1``; the update after step ``k`` uses ``momentum[k + ema_offset]``.
+    """
+
+    lr: np.ndarray
+    weight_decay: np.ndarray
+    momentum: np.ndarray
+    ema_offset: int
+
+    @classmethod
+    def for_recipe(cls, recipe: Recipe, total_steps: int, steps_per_epoch: int) -> Schedules:
+        """The recipe's schedules over a run of ``total_steps`` iterations."""
+        return cls(
+            lr=lr_schedule(recipe.optim, recipe.engine.global_batch, total_steps, steps_per_epoch),
+            weight_decay=wd_schedule(recipe.optim, total_steps),
+            momentum=momentum_schedule(recipe.ema.momentum_base, total_steps),
+            ema_offset=recipe.ema.index_offset,
+        )
+
+    def teacher_momentum(self, step: int) -> float:
+        """EMA momentum for the teacher update after 0-based step ``step``."""
+        return float(self.momentum[step + self.ema_offset])
+
+
+def apply_schedules(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:
+    """Set every group's lr, and its weight decay where the group decays (``apply_wd``)."""
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+        g["weight_decay"] = weight_decay if g.get("apply_wd", True) else 0.0
+
+
 @torch.no_grad()
 def clip_gradients(params: Iterable[torch.nn.Parameter], clip: float, mode: str) -> float | None:
     """Clip gradients in place; returns the global norm before clipping when it is computed.
 
-    ``per_param`` is iBOT/SERE's rule (``sere.md`` §5.4): each gradient tensor with norm n is scaled
-    by clip/(n+1e-6) when that factor is below 1 — not a global-norm clip.
+    ``per_param`` is iBOT/SERE's rule (``docs/methods/sere.md`` §5.4): each gradient tensor with
+    norm n is scaled by clip/(n+1e-6) when that factor is below 1 — not a global-norm clip.
     """
     if mode == "none" or clip <= 0:
         return None
     with_grad = [p for p in params if p.grad is not None]
-    grads = [p.grad for p in with_grad]
+    grads = [p.grad for p in with_grad if p.grad is not None]
     if not grads:
         return None
     if mode == "global":

@@ -1,7 +1,8 @@
 """Training recipes: nested dataclasses read from TOML, validated, overridable, saved as JSON.
 
-A recipe file is named like the catalog checkpoint it regenerates (``care_resnet50.in1k_ep100.toml``)
-and lives in ``selfsup_zoo/training/recipes/`` (package data). Layout::
+A recipe file is named like the catalog checkpoint it regenerates
+(``care_resnet50.in1k_ep100.toml``) and lives in ``selfsup_zoo/training/recipes/`` (package
+data). Layout::
 
     name = "care_resnet50.in1k_ep100"    # defaults to the file name
     checkpoint = "care_resnet50.in1k_ep100"  # catalog entry it regenerates ("" for smoke recipes)
@@ -24,6 +25,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,7 +33,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import tomllib
+from selfsup_zoo import catalog
+from selfsup_zoo.training.methods import available_methods, config_fields
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[import-not-found]  # the backport, absent on 3.11+
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +63,8 @@ __all__ = [
 
 
 class RecipeError(ValueError):
-    """A recipe that cannot be used as written (unknown key, wrong type, bad value, unknown name)."""
+    """A recipe that cannot be used as written (unknown key, wrong type, bad value, unknown
+    name)."""
 
 
 @dataclass
@@ -296,11 +305,14 @@ def recipe_from_dict(d: dict[str, Any], default_name: str = "") -> Recipe:
         raise RecipeError('a recipe needs a [method] table with kind = "care" or "sere"')
     method_table = dict(d["method"])
     kind = method_table.pop("kind")
-    from selfsup_zoo.training.methods import available_methods, validate_method_config
-
     if kind not in available_methods():
         raise RecipeError(f"method.kind = {kind!r} is not one of {', '.join(available_methods())}")
-    validate_method_config(kind, method_table)
+    valid = config_fields(kind)
+    unknown = [key for key in method_table if valid is not None and key not in valid]
+    if valid is not None and unknown:
+        raise unknown_key_error(
+            f"key 'method.{unknown[0]}'", unknown[0], valid, f"valid keys for {kind}"
+        )
     sections = {k: _build(cls, d.get(k, {}), k) for k, cls in _SECTIONS.items()}
     recipe = Recipe(
         name=_check_type(d.get("name", default_name), str, "name"),
@@ -321,7 +333,8 @@ def _check_values(r: Recipe) -> None:
         raise RecipeError("engine.epochs and engine.global_batch must be positive")
     if e.per_device_batch < 0 or (e.per_device_batch and e.global_batch % e.per_device_batch):
         raise RecipeError(
-            f"engine.per_device_batch ({e.per_device_batch}) must divide engine.global_batch ({e.global_batch})"
+            f"engine.per_device_batch ({e.per_device_batch}) must divide engine.global_batch "
+            f"({e.global_batch})"
         )
     if len(r.data.mean) != 3 or len(r.data.std) != 3:
         raise RecipeError("data.mean and data.std need 3 values (RGB)")
@@ -347,7 +360,7 @@ def _parse_value(text: str) -> Any:
 
 def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b=value`` strings to a recipe table (a copy); validation happens when building."""
-    out = json.loads(json.dumps(d))
+    out: dict[str, Any] = json.loads(json.dumps(d))
     for item in overrides:
         if "=" not in item:
             raise RecipeError(f"override {item!r} is not of the form key.path=value")
@@ -380,10 +393,6 @@ def list_recipes() -> list[str]:
 
 def _catalog_recipe_name(name: str) -> str | None:
     try:
-        from selfsup_zoo import catalog  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    try:
         entry = catalog.get_entry(name)
     except (LookupError, ValueError):
         return None
@@ -391,7 +400,8 @@ def _catalog_recipe_name(name: str) -> str | None:
 
 
 def load_recipe_table(name_or_path: str) -> tuple[dict[str, Any], str]:
-    """The raw TOML table of a recipe name, catalog checkpoint name or ``.toml`` path, and its name."""
+    """The raw TOML table of a recipe name, catalog checkpoint name or ``.toml`` path, and its
+    name."""
     p = Path(name_or_path)
     if name_or_path.endswith(".toml") or p.is_file():
         if not p.is_file():
@@ -408,7 +418,8 @@ def load_recipe_table(name_or_path: str) -> tuple[dict[str, Any], str]:
             close = difflib.get_close_matches(name_or_path, names, n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise RecipeError(
-                f"unknown checkpoint or recipe {name_or_path!r}.{hint}\nAvailable: {', '.join(names)}"
+                f"unknown checkpoint or recipe {name_or_path!r}.{hint}\n"
+                f"Available: {', '.join(names)}"
             )
     with (_recipe_dir() / f"{name}.toml").open("rb") as f:
         return tomllib.load(f), name

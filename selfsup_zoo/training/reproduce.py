@@ -3,7 +3,8 @@
 Examples::
 
     python -m selfsup_zoo.training.reproduce smoke_care                       # minutes on a CPU
-    python -m selfsup_zoo.training.reproduce care_resnet50.in1k_ep100 --data-root /data/imagenet/train --dry-run
+    python -m selfsup_zoo.training.reproduce care_resnet50.in1k_ep100 \\
+        --data-root /data/imagenet/train --dry-run
     torchrun --nproc_per_node 8 -m selfsup_zoo.training.reproduce sere_vit_small.in1k_ep100 \\
         --data-root /data/imagenet/train --resume auto
     python -m selfsup_zoo.training.reproduce smoke_sere --set engine.epochs=2 optim.base_lr=1e-3
@@ -21,6 +22,8 @@ import os
 import sys
 from pathlib import Path
 
+from selfsup_zoo.training import data as sdata
+from selfsup_zoo.training.engine import CheckpointError, NonFiniteLossError, train
 from selfsup_zoo.training.recipe import Recipe, RecipeError, list_recipes, load_recipe
 
 __all__ = ["main", "build_parser", "resolve_recipe"]
@@ -29,7 +32,8 @@ __all__ = ["main", "build_parser", "resolve_recipe"]
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m selfsup_zoo.training.reproduce",
-        description="Regenerate a selfsup-zoo checkpoint from its recipe (one CPU, or many GPUs under torchrun).",
+        description="Regenerate a selfsup-zoo checkpoint from its recipe (one CPU, or many GPUs "
+        "under torchrun).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="recipes: " + ", ".join(list_recipes()),
     )
@@ -106,8 +110,6 @@ def _dry_run(recipe: Recipe) -> str:
         recipe.data.root and Path(recipe.data.root).is_dir() and not n
     ):
         try:
-            from selfsup_zoo.training import data as sdata
-
             root = sdata.resolve_data_root(
                 recipe.data.root, sdata.data_cache_dir(recipe.data.cache_dir)
             )
@@ -149,8 +151,6 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from selfsup_zoo.training.engine import CheckpointError, NonFiniteLossError, train
-
     run_dir = Path(args.output_dir) / (args.run_name or recipe.name)
     try:
         result = train(recipe, run_dir, resume=args.resume)

@@ -1,5 +1,9 @@
 """Registry of pre-training methods, imported lazily so that the engine and the recipes load
-without the (heavier) method modules, and a recipe naming one method never imports the other."""
+without the (heavier) method modules, and a recipe naming one method never imports the other.
+
+This module imports neither the recipes nor the engine (both import it): a recipe checks its
+``[method]`` keys against :func:`config_fields`, and its own error says which key is wrong.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ __all__ = [
     "available_methods",
     "method_classes",
     "build_method",
+    "config_fields",
     "validate_method_config",
 ]
 
@@ -49,20 +54,29 @@ def _config_class_or_none(kind: str) -> type | None:
         raise
 
 
-def validate_method_config(kind: str, table: dict[str, Any]) -> None:
-    """Raise ValueError naming any key of ``[method]`` that the method's config does not have."""
+def config_fields(kind: str) -> list[str] | None:
+    """Field names of a method's config dataclass (the valid ``[method]`` keys besides ``kind``);
+    None when the method's module is absent from this checkout (nothing to check against)."""
     cfg_cls = _config_class_or_none(kind)
     if cfg_cls is None or not dataclasses.is_dataclass(cfg_cls):
-        return
-    names = [f.name for f in dataclasses.fields(cfg_cls)]
-    for key in table:
-        if key not in names:
-            from selfsup_zoo.training.recipe import unknown_key_error
+        return None
+    return [f.name for f in dataclasses.fields(cfg_cls)]
 
-            raise unknown_key_error(f"key 'method.{key}'", key, names, f"valid keys for {kind}")
+
+def validate_method_config(kind: str, table: dict[str, Any]) -> None:
+    """Raise ValueError naming any key of ``[method]`` that the method's config does not have."""
+    names = config_fields(kind)
+    if names is None:
+        return
+    unknown = [key for key in table if key not in names]
+    if unknown:
+        raise ValueError(
+            f"unknown key 'method.{unknown[0]}'; valid keys for {kind}: {', '.join(names)}"
+        )
 
 
 def build_config(kind: str, table: dict[str, Any]) -> Any:
+    """The method's config dataclass from its recipe table; ValueError on an unknown key."""
     _, cfg_cls = method_classes(kind)
     validate_method_config(kind, table)
     return cfg_cls(**table)

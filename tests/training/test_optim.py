@@ -1,4 +1,5 @@
-"""Schedules and clipping against hand-computed values (care.md §3.6, §5.1, §9 #20; sere.md §5.2)."""
+"""Schedules and clipping against hand-computed values (docs/methods/care.md §3.6, §5.1, §9 #20;
+docs/methods/sere.md §5.2)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_sere_cosine_scheduler_matches_spec_figures():
     lr = cosine_schedule(2e-3, 1e-6, T, W, 0.0)
     assert len(lr) == T
     assert lr[0] == 0.0
-    assert lr[1] == pytest.approx(2e-3 / 12_509, rel=1e-12)  # 1.599e-7 in the spec
+    assert lr[1] == pytest.approx(2e-3 / 12_509, rel=1e-12)  # 1.599e-7 in docs/methods/sere.md §5.2
     assert lr[1] == pytest.approx(1.599e-7, rel=1e-3)
     assert lr[12_509] == pytest.approx(2e-3, rel=1e-12)  # linspace includes both ends
     assert lr[12_510] == pytest.approx(2e-3, rel=1e-12)  # cosine starts at the base again

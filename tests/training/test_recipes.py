@@ -1,5 +1,5 @@
-"""The shipped recipes against the official numbers (care.md §5.1-5.3, sere.md §5.1-5.3), and
-recipe validation, overrides and name lookup."""
+"""The shipped recipes against the official numbers (docs/methods/care.md §5.1-5.3,
+docs/methods/sere.md §5.1-5.3), and recipe validation, overrides and name lookup."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import subprocess
 
 import pytest
-from _engine_utils import reproduce_cmd, run
 
 from selfsup_zoo.training.recipe import Recipe, RecipeError, list_recipes, load_recipe
 
@@ -18,7 +17,8 @@ CARE = {
     "care_resnet101": "resnet101",
     "care_resnet152": "resnet152",
 }
-CARE_TOTALS = {100: 125_100, 200: 250_200, 400: 500_400, 800: 1_000_800}  # care.md §5.3 table
+# docs/methods/care.md §5.3
+CARE_TOTALS = {100: 125_100, 200: 250_200, 400: 500_400, 800: 1_000_800}
 CARE_NAMES = [f"{m}.in1k_ep{e}" for m in CARE for e in CARE_TOTALS]
 SERE_NAMES = ["sere_vit_small.in1k_ep100", "sere_vit_base.in1k_ep100"]
 
@@ -191,20 +191,18 @@ def test_unknown_name_suggests_close_names():
     assert "care_resnet50.in1k_ep100" in msg and "Available:" in msg and "smoke_sere" in msg
 
 
-def test_cli_dry_run_and_errors():
-    out = run(
-        reproduce_cmd(
-            "sere_vit_small.in1k_ep100", "--dry-run", "--set", "engine.per_device_batch=64"
-        )
+def test_cli_dry_run_and_errors(cli):
+    out = cli.run(
+        cli.command("sere_vit_small.in1k_ep100", "--dry-run", "--set", "engine.per_device_batch=64")
     )
     assert out.returncode == 0, out.stderr
     assert "per-device batch      64" in out.stdout and "accumulation steps    16" in out.stdout
     assert (
         "iterations per epoch  1251" in out.stdout and "total iterations      125100" in out.stdout
     )
-    missing = run(reproduce_cmd("care_resnet50.in1k_ep100"))
+    missing = cli.run(cli.command("care_resnet50.in1k_ep100"))
     assert missing.returncode == 2 and "--data-root" in missing.stderr
-    unknown = run(reproduce_cmd("sere_vit_smal.in1k_ep100", "--dry-run"))
+    unknown = cli.run(cli.command("sere_vit_smal.in1k_ep100", "--dry-run"))
     assert unknown.returncode == 2 and "sere_vit_small.in1k_ep100" in unknown.stderr
     assert isinstance(unknown, subprocess.CompletedProcess)
 

@@ -1,0 +1,169 @@
+"""Training checkpoints on disk: the format, atomic save, checked load, listing and pruning.
+
+A checkpoint is one ``torch.save`` file ``<run>/checkpoints/step_<N:09d>.pt`` holding a plain dict
+(tensors, numbers, strings, lists, tuples, dicts; the recipe as a JSON string), so it loads with
+``torch.load(weights_only=True)`` and torch's default allow-list: nothing is added to it, and
+:func:`save_checkpoint` refuses a payload that would need an addition (a numpy array, a dataclass)
+before it reaches the disk. Keys (format ``selfsup_zoo.training.checkpoint/1``):
+
+``format``, ``recipe`` (JSON), ``step``, ``epoch``, ``steps_per_epoch``, ``total_steps``,
+``world_size``, ``method`` (state dict), ``optimizer``, ``scaler`` (``{}`` without fp16), ``rng``
+(one entry per rank), ``num_replaced``, ``wall_time_s``, ``git_commit``, ``complete`` (True) and,
+in checkpoints written since the provenance was recorded, ``provenance`` (a dict of strings and
+numbers). Readers treat ``provenance`` as optional, so older checkpoints load unchanged.
+
+Files are written to a temporary ``.<name>.tmp`` in the same folder, fsynced and renamed, so a crash
+never leaves a half-written file under the final name; a damaged file (cut off while copied) is
+still detected on load, and :func:`find_latest_checkpoint` falls back to the previous one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from selfsup_zoo._io import atomic_write
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "checkpoint_path",
+    "save_checkpoint",
+    "load_checkpoint",
+    "list_checkpoints",
+    "find_latest_checkpoint",
+    "prune_checkpoints",
+    "remove_stale_temp_files",
+]
+
+CHECKPOINT_FORMAT = "selfsup_zoo.training.checkpoint/1"
+_FOLDER = "checkpoints"
+_PREFIX = "step_"
+_SUFFIX = ".pt"
+_REQUIRED = ("recipe", "step", "method", "optimizer", "complete")
+# Scalars torch's weights_only unpickler accepts without an allow-list entry. Exact types: a
+# subclass (``torch.__version__`` is a ``TorchVersion(str)``) pickles as its own class.
+_PLAIN_SCALARS = (str, int, float, bool, type(None))
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used (missing, truncated, corrupt, or from another run)."""
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    """Where the checkpoint after global step ``step`` of a run lives."""
+    return Path(run_dir) / _FOLDER / f"{_PREFIX}{step:09d}{_SUFFIX}"
+
+
+def _check_plain(value: object, where: str) -> None:
+    """Raise TypeError when ``value`` holds anything but plain containers, numbers and tensors."""
+    if isinstance(value, dict) and type(value) in (dict, OrderedDict):  # state dicts: OrderedDict
+        for key, item in value.items():
+            if type(key) not in (str, int):
+                raise TypeError(f"checkpoint key {where}[{key!r}] is a {type(key).__name__}")
+            _check_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif not (isinstance(value, torch.Tensor) or type(value) in _PLAIN_SCALARS):
+        raise TypeError(
+            f"checkpoint entry {where} is a {type(value).__name__}: only dicts, lists, tuples, "
+            "strings, numbers and tensors load with torch.load(weights_only=True)"
+        )
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint atomically: temp file in the same folder, fsync, rename, fsync the folder.
+
+    Args:
+        state: the checkpoint dict (see the module docstring); checked to hold plain data only.
+        path: the final file name (its folder is created).
+    """
+    _check_plain(state, "state")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a training checkpoint with ``torch.load(weights_only=True)``.
+
+    Args:
+        path: the checkpoint file.
+        map_location: where tensors go (default: the CPU).
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, corrupt, not a training checkpoint of this
+            package or incomplete.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises RuntimeError/EOFError/UnpicklingError/... on damage
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({type(err).__name__}: {err}). "
+            "It was probably cut off while being written or copied; delete it and resume from the "
+            "previous checkpoint (--resume auto does this automatically)."
+        ) from err
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not a selfsup_zoo training checkpoint (format "
+            f"{state.get('format') if isinstance(state, dict) else type(state)})"
+        )
+    missing = [k for k in _REQUIRED if k not in state]
+    if missing or state["complete"] is not True:
+        raise CheckpointError(f"checkpoint {path} is incomplete (missing {missing})")
+    return state
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Checkpoints of a run, oldest first (by step); files with other names are ignored."""
+    folder = Path(run_dir) / _FOLDER
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        name = p.name
+        if name.startswith(_PREFIX) and name.endswith(_SUFFIX):
+            try:
+                found.append((int(name[len(_PREFIX) : -len(_SUFFIX)]), p))
+            except ValueError:
+                continue
+    return [p for _, p in sorted(found)]
+
+
+def find_latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of a run that loads, and its contents; None when there is none.
+
+    Damaged newer files are logged and skipped, so a run resumes from the last good state.
+    """
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as err:
+            logger.error("%s -- falling back to the previous checkpoint", err)
+    return None
+
+
+def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints (at least one is always kept)."""
+    for old in list_checkpoints(run_dir)[: -max(keep_last, 1)]:
+        old.unlink(missing_ok=True)
+
+
+def remove_stale_temp_files(run_dir: str | Path) -> None:
+    """Delete the temporary files of saves that a crash interrupted (``.<name>.tmp``)."""
+    folder = Path(run_dir) / _FOLDER
+    if folder.is_dir():
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink()

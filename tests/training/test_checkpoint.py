@@ -1,0 +1,133 @@
+"""Checkpoint files: damage detection, the plain-data rule, pruning, stale temp files, and resuming
+from a checkpoint in the layout written before provenance was stored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from selfsup_zoo.training.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    remove_stale_temp_files,
+    save_checkpoint,
+)
+from selfsup_zoo.training.engine import train
+from selfsup_zoo.training.export import export_checkpoint
+from selfsup_zoo.training.recipe import load_recipe
+
+
+def _minimal(step: int) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "recipe": "{}",
+        "step": step,
+        "method": {"w": torch.ones(2)},
+        "optimizer": {"state": {0: {"momentum_buffer": torch.zeros(2)}}, "param_groups": []},
+        "complete": True,
+    }
+
+
+def test_truncated_checkpoint_is_detected(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save({"x": torch.arange(100000)}, good)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="not a selfsup_zoo training checkpoint"):
+        load_checkpoint(good)
+
+
+def test_save_refuses_what_weights_only_loading_would_reject(tmp_path):
+    state = _minimal(1)
+    state["rng"] = [{"numpy": np.zeros(3)}]  # a numpy array needs an allow-list entry to load
+    path = tmp_path / "c.pt"
+    with pytest.raises(TypeError, match=r"state\['rng'\]\[0\]\['numpy'\] is a ndarray"):
+        save_checkpoint(state, path)
+    assert not path.exists() and not list(tmp_path.iterdir())
+    save_checkpoint(_minimal(1), path)
+    assert load_checkpoint(path)["step"] == 1
+
+
+def test_incomplete_checkpoint_is_refused(tmp_path):
+    state = _minimal(1)
+    del state["optimizer"]
+    torch.save(state, tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match=r"incomplete \(missing \['optimizer'\]\)"):
+        load_checkpoint(tmp_path / "c.pt")
+
+
+def test_pruning_keeps_the_newest_and_stale_temp_files_go(tmp_path):
+    for step in (2, 10, 4, 8):
+        save_checkpoint(_minimal(step), checkpoint_path(tmp_path, step))
+    (tmp_path / "checkpoints" / "notes.txt").write_text("not a checkpoint")
+    stale = tmp_path / "checkpoints" / ".step_000000012.pt.tmp"
+    stale.write_bytes(b"cut off")
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "step_000000002.pt",
+        "step_000000004.pt",
+        "step_000000008.pt",
+        "step_000000010.pt",
+    ]
+    prune_checkpoints(tmp_path, keep_last=2)
+    assert [load_checkpoint(p)["step"] for p in list_checkpoints(tmp_path)] == [8, 10]
+    prune_checkpoints(tmp_path, keep_last=0)  # at least one is always kept
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000000010.pt"]
+    remove_stale_temp_files(tmp_path)
+    assert not stale.exists() and (tmp_path / "checkpoints" / "notes.txt").exists()
+
+
+def _tiny_sere(images: Path, cache: Path, *extra: str) -> list[str]:
+    return [
+        "method.arch=vit_tiny_patch16_224",
+        "method.model_args={img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2}",
+        "method.out_dim=64",
+        "method.patch_out_dim=64",
+        "method.head_hidden_dim=32",
+        "method.head_bottleneck_dim=16",
+        "method.drop_path=0.0",
+        "data.view_args.local_crops=2",
+        "engine.global_batch=8",
+        "engine.epochs=1",
+        "engine.progress=false",
+        "engine.export_at_end=false",
+        "engine.ckpt_every_steps=1",
+        f'data.root="{images}"',
+        "data.workers=0",
+        f'data.cache_dir="{cache}"',
+        *extra,
+    ]
+
+
+def test_checkpoint_without_provenance_resumes_and_exports(tmp_path, images, cache):
+    """A checkpoint in the layout written before ``provenance`` was stored (same format string)
+    resumes to the same weights as one with it, and still exports."""
+    run = tmp_path / "run"
+    train(load_recipe("smoke_sere", _tiny_sere(images, cache, "engine.max_steps=1")), run)
+    new = load_checkpoint(checkpoint_path(run, 1))
+    assert new["provenance"]["recipe_sha256"] and new["provenance"]["torch"] == torch.__version__
+    old = {k: v for k, v in new.items() if k != "provenance"}
+    old_run = tmp_path / "old"
+    save_checkpoint(old, checkpoint_path(old_run, 1))
+
+    recipe2 = load_recipe("smoke_sere", _tiny_sere(images, cache, "engine.max_steps=2"))
+    train(recipe2, run, resume="auto")
+    train(recipe2, old_run, resume="auto")
+    a, b = load_checkpoint(checkpoint_path(run, 2)), load_checkpoint(checkpoint_path(old_run, 2))
+    assert all(torch.equal(a["method"][k], b["method"][k]) for k in a["method"])
+
+    folder = export_checkpoint(checkpoint_path(old_run, 1), tmp_path / "export_old")
+    provenance = json.loads((Path(folder.path) / "config.json").read_text())["selfsup_zoo"][
+        "provenance"
+    ]
+    assert provenance["steps"] == 1 and provenance["source_checkpoint"] == "step_000000001.pt"
+    assert "torch" not in provenance  # unknown for the old layout: left out, not guessed
