@@ -13,25 +13,26 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
+import timm
 from torch import nn
 
 from . import models  # noqa: F401  (registers care_* / sere_* with timm)
-from .catalog import CATALOG, CatalogEntry, UnknownNameError, get_entry, unknown_name_message
-from .hub import (
+from .catalog import CATALOG, CatalogEntry, architectures, get_entry, unknown_name_message
+from .errors import (
     ArchitectureMismatchError,
     ConversionError,
     CorruptWeightsError,
     HashMismatchError,
-    HubFolder,
     InvalidHubFolderError,
+    UnknownNameError,
     UnsafeCheckpointError,
     WeightsDownloadError,
     WeightsNotCachedError,
     WeightsNotPublishedError,
     ZooError,
-    weights_dir,
-    write_hub_folder,
 )
+from .hub_folder import HubFolder, write_hub_folder
+from .weights import weights_dir
 
 __version__ = "0.1.0"
 
@@ -62,8 +63,6 @@ __all__ = [
 
 def list_models(pattern: str = "*") -> list[str]:
     """Zoo architectures (``care_resnet50``, ...) matching an fnmatch pattern, catalog order."""
-    from .catalog import architectures
-
     return [a for a in architectures() if fnmatch.fnmatch(a, pattern)]
 
 
@@ -83,8 +82,6 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Modul
     (``care_resnet50.in1k_ep800``) or a hub folder (``hf-hub:org/repo``, ``local-dir:/path``);
     every other argument goes to ``timm.create_model``.
     """
-    import timm
-
     if name.startswith(("hf-hub:", "local-dir:")):
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     arch, _, tag = name.partition(".")

@@ -22,7 +22,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
     """Write ``path`` so that it never exists half-written under its final name.
 
     ``write`` fills a temporary file ``.<name>.tmp`` in the same folder, which is flushed, fsynced

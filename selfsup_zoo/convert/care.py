@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..hub import ConversionError
+from ..errors import ConversionError
 from . import Conversion, match_architecture, resolve_checkpoint_name, strip_prefix
 
 # Parts of the official module that timm's ResNet does not have: T-stream and projection heads

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..hub import ConversionError
+from ..errors import ConversionError
 from . import Conversion, match_architecture, resolve_checkpoint_name, strip_prefix
 
 # Training-only parts inside the official backbone (SERE relation heads and their BN buffers; the
