@@ -25,7 +25,7 @@ from safetensors.torch import save
 from timm.models import PretrainedCfg
 
 from . import catalog
-from ._io import atomic_write, atomic_write_text
+from ._io import atomic_write, atomic_write_text, file_lock, fsync_dir
 from .cards import render_model_card
 from .catalog import CATALOG, WEIGHTS_FILENAME, CatalogEntry
 from .shapes import check_state_dict, expected_shapes, feature_dim, jsonable, meta_model
@@ -241,6 +241,10 @@ def install_hub_folder(folder: HubFolder | str | os.PathLike[str], name: str) ->
     """Copy a hub folder into the local weights directory as checkpoint ``name``.
 
     Afterwards ``timm.create_model(name, pretrained=True)`` finds it without network access.
+    Safe while other processes load or install the same checkpoint: installers of one entry take
+    turns (a lock file ``.<name>.lock`` beside it), the files are copied into a staging folder
+    first, and each becomes visible with one atomic rename, so that a reader finds either no entry,
+    or complete files (old or new), never a half-copied or missing weights file.
 
     Args:
         folder: the hub folder (or its path) to copy.
@@ -252,17 +256,43 @@ def install_hub_folder(folder: HubFolder | str | os.PathLike[str], name: str) ->
     entry = catalog.get_entry(name)
     src = Path(folder.path if isinstance(folder, HubFolder) else folder)
     read_safetensors_header(src / WEIGHTS_FILENAME)
-    dest = weights_dir() / entry.name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=dest.parent))
-    try:
-        for item in src.iterdir():
-            if item.is_file():
-                shutil.copy2(item, staging / item.name)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(staging, dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    root = weights_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    dest = root / entry.name
+    with file_lock(root / f".{entry.name}.lock"):
+        staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=root))
+        try:
+            names = _stage(src, staging)
+            if not dest.exists():
+                os.replace(staging, dest)  # a new entry appears whole
+            else:
+                _replace_files(staging, dest, names)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        fsync_dir(root)
     return dest / WEIGHTS_FILENAME
+
+
+def _stage(src: Path, staging: Path) -> list[str]:
+    # Copies flushed to disk before any rename makes them visible.
+    names = []
+    for item in sorted(src.iterdir()):
+        if item.is_file():
+            shutil.copy2(item, staging / item.name)
+            with open(staging / item.name, "rb+") as f:
+                os.fsync(f.fileno())
+            names.append(item.name)
+    return names
+
+
+def _replace_files(staging: Path, dest: Path, names: list[str]) -> None:
+    # An entry that exists cannot be swapped in one rename (a folder is never renamed over a
+    # non-empty one): replace it file by file, weights last, each rename atomic. Readers only open
+    # the weights file, which thus always exists and is always complete.
+    for file_name in sorted(names, key=lambda n: n == WEIGHTS_FILENAME):
+        os.replace(staging / file_name, dest / file_name)
+    for stale in dest.iterdir():
+        # Files an older install left that the new folder does not have (never the weights).
+        if stale.name not in names and stale.name != WEIGHTS_FILENAME and stale.is_file():
+            stale.unlink()
+    fsync_dir(dest)
