@@ -125,7 +125,12 @@ class CatalogEntry:
         return CARE_CODE if self.method == "care" else SERE_CODE
 
     def pretrained_cfg(self) -> dict[str, Any]:
-        """timm pretrained cfg for this checkpoint (input, normalisation, head, licence, source)."""
+        """timm pretrained cfg for this checkpoint (input, normalisation, head, licence, source).
+
+        Returns:
+            Keyword arguments of ``timm.models.PretrainedCfg`` (evaluation transform of the
+            method's official code, ImageNet statistics, Hub repo and file).
+        """
         if self.method == "care":
             # Evaluation transform of the official code: Resize(256) + CenterCrop(224), bilinear.
             cfg: dict[str, Any] = dict(
@@ -317,16 +322,38 @@ CATALOG: Mapping[str, CatalogEntry] = MappingProxyType(_build())
 
 
 def architectures() -> list[str]:
-    """Zoo architectures (``care_resnet50``, ...), in catalog order."""
+    """Zoo architectures, in catalog order.
+
+    Returns:
+        The registered names (``care_resnet50``, ..., ``sere_vit_base``), each once.
+    """
     return list(dict.fromkeys(entry.arch for entry in CATALOG.values()))
 
 
 def entries_for(arch: str) -> list[CatalogEntry]:
+    """Every checkpoint of one zoo architecture.
+
+    Args:
+        arch: a zoo architecture, e.g. ``care_resnet50``.
+
+    Returns:
+        Its catalog rows in catalog order (empty for an unknown architecture).
+    """
     return [entry for entry in CATALOG.values() if entry.arch == arch]
 
 
 def default_entry(arch: str) -> CatalogEntry:
-    """The checkpoint ``timm.create_model(arch, pretrained=True)`` loads: its first catalog row."""
+    """The checkpoint ``timm.create_model(arch, pretrained=True)`` loads: its first catalog row.
+
+    Args:
+        arch: a zoo architecture, e.g. ``sere_vit_small``.
+
+    Returns:
+        The default checkpoint of ``arch``.
+
+    Raises:
+        UnknownNameError: ``arch`` is not a zoo architecture.
+    """
     rows = entries_for(arch)
     if not rows:
         raise UnknownNameError(unknown_name_message(arch, architectures(), "architecture"))

@@ -17,7 +17,12 @@ from selfsup_zoo.errors import (
     WeightsNotPublishedError,
 )
 from selfsup_zoo.hub_folder import install_hub_folder
-from selfsup_zoo.weights import read_safetensors_header, resolve_weights
+from selfsup_zoo.weights import (
+    installed_path,
+    read_safetensors_header,
+    resolve_weights,
+    weights_dir,
+)
 
 R50 = "care_resnet50.in1k_ep100"
 
@@ -143,3 +148,16 @@ def test_truncated_and_corrupt_files_are_named(r50_folder, tmp_path):
     shutil.copyfile(pickled, renamed)
     with pytest.raises(CorruptWeightsError, match="PyTorch pickle checkpoint"):
         read_safetensors_header(renamed)
+
+
+def test_weights_dir_follows_the_cache_root_and_the_weights_variable_wins(tmp_path, monkeypatch):
+    monkeypatch.delenv("SELFSUP_ZOO_WEIGHTS", raising=False)
+    monkeypatch.setenv("SELFSUP_ZOO_CACHE", str(tmp_path / "cache"))
+    assert weights_dir() == tmp_path / "cache" / "weights"
+    assert installed_path(R50) == tmp_path / "cache" / "weights" / R50 / "model.safetensors"
+    monkeypatch.setenv("SELFSUP_ZOO_WEIGHTS", str(tmp_path / "elsewhere"))
+    assert weights_dir() == tmp_path / "elsewhere"
+    monkeypatch.delenv("SELFSUP_ZOO_CACHE")
+    monkeypatch.delenv("SELFSUP_ZOO_WEIGHTS")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert weights_dir() == tmp_path / "xdg" / "selfsup_zoo" / "weights"
