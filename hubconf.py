@@ -14,14 +14,14 @@ entrypoint, so the package is imported here, eagerly. Everything except the entr
 (``_`` prefix, modules rather than functions): ``torch.hub.list`` shows every public callable.
 """
 
-# Import names, checked by torch.hub before an entrypoint runs.
-dependencies = ["torch", "timm", "huggingface_hub", "safetensors"]
-
 import typing as _typing
 
 import selfsup_zoo as _selfsup_zoo  # registers the care_* / sere_* architectures with timm
 from selfsup_zoo import cards as _cards
 from selfsup_zoo import catalog as _catalog
+
+# Import names, checked by torch.hub before an entrypoint runs.
+dependencies = ["torch", "timm", "huggingface_hub", "safetensors"]
 
 
 def _docstring(arch: str) -> str:

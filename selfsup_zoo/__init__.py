@@ -13,25 +13,26 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
+import timm
 from torch import nn
 
 from . import models  # noqa: F401  (registers care_* / sere_* with timm)
-from .catalog import CATALOG, CatalogEntry, UnknownNameError, get_entry, unknown_name_message
-from .hub import (
+from .catalog import CATALOG, CatalogEntry, architectures, get_entry, unknown_name_message
+from .errors import (
     ArchitectureMismatchError,
     ConversionError,
     CorruptWeightsError,
     HashMismatchError,
-    HubFolder,
     InvalidHubFolderError,
+    UnknownNameError,
     UnsafeCheckpointError,
     WeightsDownloadError,
     WeightsNotCachedError,
     WeightsNotPublishedError,
     ZooError,
-    weights_dir,
-    write_hub_folder,
 )
+from .hub_folder import HubFolder, write_hub_folder
+from .weights import weights_dir
 
 __version__ = "0.1.0"
 
@@ -61,14 +62,27 @@ __all__ = [
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Zoo architectures (``care_resnet50``, ...) matching an fnmatch pattern, catalog order."""
-    from .catalog import architectures
+    """Zoo architectures matching an fnmatch pattern.
 
+    Args:
+        pattern: e.g. ``"care_*"``.
+
+    Returns:
+        The matching architectures (``care_resnet50``, ...), in catalog order.
+    """
     return [a for a in architectures() if fnmatch.fnmatch(a, pattern)]
 
 
 def list_checkpoints(pattern: str = "*", *, published_only: bool = False) -> list[str]:
-    """Catalog checkpoints (``<arch>.<tag>``) matching an fnmatch pattern, catalog order."""
+    """Catalog checkpoints matching an fnmatch pattern.
+
+    Args:
+        pattern: e.g. ``"sere_*"``.
+        published_only: only checkpoints whose weights are on the Hub.
+
+    Returns:
+        The matching ``<arch>.<tag>`` names, in catalog order.
+    """
     return [
         name
         for name, entry in CATALOG.items()
@@ -82,9 +96,18 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Modul
     ``name`` is an architecture (``care_resnet50``: its default checkpoint), a checkpoint
     (``care_resnet50.in1k_ep800``) or a hub folder (``hf-hub:org/repo``, ``local-dir:/path``);
     every other argument goes to ``timm.create_model``.
-    """
-    import timm
 
+    Args:
+        name: zoo architecture, catalog checkpoint, or ``hf-hub:`` / ``local-dir:`` folder.
+        pretrained: load the weights (see :mod:`selfsup_zoo.weights` for where they are found).
+        **kwargs: passed to ``timm.create_model`` (``num_classes``, ``features_only``, ...).
+
+    Returns:
+        The timm model.
+
+    Raises:
+        UnknownNameError: an architecture or tag the catalog does not know, with close names.
+    """
     if name.startswith(("hf-hub:", "local-dir:")):
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     arch, _, tag = name.partition(".")

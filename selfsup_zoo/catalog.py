@@ -3,7 +3,9 @@
 One row per checkpoint, named the timm way ``<model>.<tag>``. Everything else is derived from this
 table and never written twice: the timm registration (:mod:`selfsup_zoo.models`), the
 ``hubconf.py`` entrypoints, the model cards and the README's zoo table
-(:mod:`selfsup_zoo.cards`), and the names that ``selfsup_zoo.training.reproduce`` accepts.
+(:mod:`selfsup_zoo.cards`), and the names that ``selfsup_zoo.training.reproduce`` accepts. The
+commands that produce a checkpoint's weights (:func:`convert_command`, :func:`regenerate_command`)
+are derived here too, so that error messages and model cards quote the same text.
 
 Facts come from the papers' official repositories (CARE: ChongjianGE/CARE README; SERE:
 MCG-NKU/SERE README), recorded in each row with the protocol that produced the number.
@@ -11,11 +13,12 @@ MCG-NKU/SERE README), recorded in each row with the protocol that produced the n
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+from .errors import UnknownNameError, did_you_mean
 
 #: Hugging Face organisation that hosts the zoo's weights (one model repo per checkpoint).
 HF_ORG = "selfsup-zoo"
@@ -54,7 +57,10 @@ CARE_LINEAR_PROTOCOL = (
     "Linear(2048, 1000) + BatchNorm1d, SGD lr 0.2 at batch 256, cosine, 80 epochs, "
     "224 px centre crop; best top-1 over the evaluations at epochs 1, 2, 5, 7, 10, 20, ..., 80"
 )
-SERE_FINETUNE_PROTOCOL = "ImageNet-1k full fine-tuning for 100 epochs with the MAE code base (pooling not stated upstream)"
+SERE_FINETUNE_PROTOCOL = (
+    "ImageNet-1k full fine-tuning for 100 epochs with the MAE code base (pooling not stated "
+    "upstream)"
+)
 IMAGENET_S_PROTOCOL = (
     "ImageNet-S semi-supervised semantic segmentation (919 classes + background), fine-tuned "
     "from the SSL weights with LUSSeg/ImageNetSegModel; mIoU"
@@ -119,7 +125,12 @@ class CatalogEntry:
         return CARE_CODE if self.method == "care" else SERE_CODE
 
     def pretrained_cfg(self) -> dict[str, Any]:
-        """timm pretrained cfg for this checkpoint (input, normalisation, head, licence, source)."""
+        """timm pretrained cfg for this checkpoint (input, normalisation, head, licence, source).
+
+        Returns:
+            Keyword arguments of ``timm.models.PretrainedCfg`` (evaluation transform of the
+            method's official code, ImageNet statistics, Hub repo and file).
+        """
         if self.method == "care":
             # Evaluation transform of the official code: Resize(256) + CenterCrop(224), bilinear.
             cfg: dict[str, Any] = dict(
@@ -165,7 +176,7 @@ def _care_results(top1: float, top5: float) -> tuple[Result, ...]:
     )
 
 
-# README linear-evaluation table (top-1, top-5) per backbone and epochs (care.md §7.1).
+# README linear-evaluation table (top-1, top-5) per backbone and epochs (docs/methods/care.md §7.1).
 _CARE_TABLE: dict[tuple[str, str], dict[int, tuple[float, float]]] = {
     ("care_resnet50", "resnet50"): {
         100: (72.02, 90.02),
@@ -174,7 +185,8 @@ _CARE_TABLE: dict[tuple[str, str], dict[int, tuple[float, float]]] = {
         800: (75.56, 92.32),
     },
     # Official width=2 doubles only the bottleneck width: that is timm's wide_resnet50_2, not
-    # SimCLR's ResNet-50 (2x) (care.md §1.2, inferred from the code's `width` semantics).
+    # SimCLR's ResNet-50 (2x) (docs/methods/care.md §1.2, inferred from the code's `width`
+    # semantics).
     ("care_wide_resnet50_2", "wide_resnet50_2"): {
         100: (73.51, 91.66),
         200: (75.00, 92.22),
@@ -187,7 +199,8 @@ _CARE_TABLE: dict[tuple[str, str], dict[int, tuple[float, float]]] = {
         400: (76.85, 93.31),
         800: (77.23, 93.52),
     },
-    # 200 and 400 epochs both list top-5 93.63 upstream (possibly a copy error); quoted as published.
+    # 200 and 400 epochs both list top-5 93.63 upstream (possibly a copy error); quoted as
+    # published.
     ("care_resnet152", "resnet152"): {
         100: (74.59, 92.09),
         200: (76.58, 93.63),
@@ -227,8 +240,8 @@ def _build() -> dict[str, CatalogEntry]:
                         "Full pre-training checkpoint released by the authors on Google Drive "
                         f"({_drive(_CARE_DRIVE_PRETRAIN)}); the backbone is its student encoder."
                         if released
-                        else "Reported in the official README but never released (marked 'wip' there "
-                        "since 2021): regenerate it with the recipe."
+                        else "Reported in the official README but never released (marked 'wip' "
+                        "there since 2021): regenerate it with the recipe."
                     ),
                     recipe=name,
                 )
@@ -247,8 +260,8 @@ def _build() -> dict[str, CatalogEntry]:
                         upstream=OFFICIAL,
                         upstream_detail=(
                             "Linear-evaluation model released by the authors on Google Drive "
-                            f"({_drive(_CARE_DRIVE_LINEAR)}): frozen encoder + Linear(2048, 1000) + "
-                            "BatchNorm1d(1000), folded into timm's `fc` by the converter."
+                            f"({_drive(_CARE_DRIVE_LINEAR)}): frozen encoder + Linear(2048, 1000) "
+                            "+ BatchNorm1d(1000), folded into timm's `fc` by the converter."
                         ),
                         recipe=None,
                         regenerate_note=(
@@ -258,7 +271,7 @@ def _build() -> dict[str, CatalogEntry]:
                         num_classes=1000,
                     )
                 )
-    sere_common = dict(
+    sere_common: dict[str, Any] = dict(
         method="sere",
         model_args={},
         epochs=100,
@@ -277,10 +290,11 @@ def _build() -> dict[str, CatalogEntry]:
                 Result("miou_test", 40.2, IMAGENET_S_PROTOCOL, "LUSSeg/ImageNetSegModel MODEL_ZOO"),
             ),
             upstream_detail=(
-                f"'Backbone' file released by the authors on Google Drive ({_drive(_SERE_DRIVE_S)}); "
-                "also mirrored as `sere_pretrained_vit_small_ep100.pth` in LUSSeg/ImageNetSegModel's "
-                "release 'vit'. Teacher or student is not documented upstream (the converter reports "
-                "which one a file holds)."
+                "'Backbone' file released by the authors on Google Drive "
+                f"({_drive(_SERE_DRIVE_S)}); also mirrored as "
+                "`sere_pretrained_vit_small_ep100.pth` in LUSSeg/ImageNetSegModel's release 'vit'. "
+                "Teacher or student is not documented upstream (the converter reports which one a "
+                "file holds)."
             ),
             recipe="sere_vit_small.in1k_ep100",
             **sere_common,
@@ -292,9 +306,9 @@ def _build() -> dict[str, CatalogEntry]:
             timm_arch="vit_base_patch16_224",
             results=(Result("top1", 83.7, SERE_FINETUNE_PROTOCOL, sere_src),),
             upstream_detail=(
-                f"'Backbone' file released by the authors on Google Drive ({_drive(_SERE_DRIVE_B)}). "
-                "Teacher or student is not documented upstream (the converter reports which one a "
-                "file holds)."
+                "'Backbone' file released by the authors on Google Drive "
+                f"({_drive(_SERE_DRIVE_B)}). Teacher or student is not documented upstream (the "
+                "converter reports which one a file holds)."
             ),
             recipe="sere_vit_base.in1k_ep100",
             **sere_common,
@@ -307,21 +321,39 @@ def _build() -> dict[str, CatalogEntry]:
 CATALOG: Mapping[str, CatalogEntry] = MappingProxyType(_build())
 
 
-class UnknownNameError(LookupError):
-    """An architecture, checkpoint or recipe name that the catalog does not know."""
-
-
 def architectures() -> list[str]:
-    """Zoo architectures (``care_resnet50``, ...), in catalog order."""
+    """Zoo architectures, in catalog order.
+
+    Returns:
+        The registered names (``care_resnet50``, ..., ``sere_vit_base``), each once.
+    """
     return list(dict.fromkeys(entry.arch for entry in CATALOG.values()))
 
 
 def entries_for(arch: str) -> list[CatalogEntry]:
+    """Every checkpoint of one zoo architecture.
+
+    Args:
+        arch: a zoo architecture, e.g. ``care_resnet50``.
+
+    Returns:
+        Its catalog rows in catalog order (empty for an unknown architecture).
+    """
     return [entry for entry in CATALOG.values() if entry.arch == arch]
 
 
 def default_entry(arch: str) -> CatalogEntry:
-    """The checkpoint ``timm.create_model(arch, pretrained=True)`` loads: its first catalog row."""
+    """The checkpoint ``timm.create_model(arch, pretrained=True)`` loads: its first catalog row.
+
+    Args:
+        arch: a zoo architecture, e.g. ``sere_vit_small``.
+
+    Returns:
+        The default checkpoint of ``arch``.
+
+    Raises:
+        UnknownNameError: ``arch`` is not a zoo architecture.
+    """
     rows = entries_for(arch)
     if not rows:
         raise UnknownNameError(unknown_name_message(arch, architectures(), "architecture"))
@@ -329,15 +361,83 @@ def default_entry(arch: str) -> CatalogEntry:
 
 
 def unknown_name_message(name: str, known: list[str], what: str = "checkpoint") -> str:
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return f"Unknown {what} {name!r}.{hint} Known {what}s: {', '.join(known)}."
+    """``Unknown <what> '<name>'. Did you mean ...? Known <what>s: ...`` for an unknown name.
+
+    Args:
+        name: the name that was asked for.
+        known: every valid name, in the order to list them.
+        what: the kind of name ("checkpoint", "architecture", "model").
+
+    Returns:
+        The message, with the closest known names suggested first (:func:`did_you_mean`).
+    """
+    return f"Unknown {what} {name!r}.{did_you_mean(name, known)} Known {what}s: {', '.join(known)}."
 
 
 def get_entry(name: str) -> CatalogEntry:
-    """Look up ``arch.tag`` (or a bare ``arch`` for its default tag); clear error with suggestions."""
+    """Look up a checkpoint; an unknown name raises with the closest known names.
+
+    Args:
+        name: ``<arch>.<tag>``, or a bare ``<arch>`` for its default tag.
+
+    Returns:
+        The catalog row.
+
+    Raises:
+        UnknownNameError: no such checkpoint or architecture.
+    """
     if name in CATALOG:
         return CATALOG[name]
     if "." not in name and name in architectures():
         return default_entry(name)
     raise UnknownNameError(unknown_name_message(name, list(CATALOG)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Commands a reader needs when the weights are not on the Hub
+
+
+def hub_folder(entry: CatalogEntry) -> str:
+    """Local hub folder that the converter and ``reproduce`` write for ``entry``.
+
+    Args:
+        entry: the checkpoint.
+
+    Returns:
+        The relative path ``hub/<arch>.<tag>``.
+    """
+    return f"hub/{entry.name}"
+
+
+def convert_command(entry: CatalogEntry, out_dir: str | None = None) -> str | None:
+    """Command that converts the official release of ``entry`` into a hub folder.
+
+    Args:
+        entry: the checkpoint.
+        out_dir: hub folder the command writes (default: :func:`hub_folder`).
+
+    Returns:
+        The shell command, or None if the authors released no file for ``entry``.
+    """
+    if entry.upstream != OFFICIAL:
+        return None
+    # --install also copies the folder into the local weights directory, where
+    # ``timm.create_model(<name>, pretrained=True)`` looks before the Hub.
+    return (
+        f"python -m selfsup_zoo.convert {entry.method} <downloaded file> "
+        f"{out_dir or hub_folder(entry)} --checkpoint {entry.name} --install"
+    )
+
+
+def regenerate_command(entry: CatalogEntry) -> str | None:
+    """Command that regenerates ``entry`` by pre-training.
+
+    Args:
+        entry: the checkpoint.
+
+    Returns:
+        The ``torchrun`` command line, or None if ``entry`` has no recipe.
+    """
+    if entry.recipe is None:
+        return None
+    return f"torchrun --nproc_per_node=<gpus> -m selfsup_zoo.training.reproduce {entry.recipe}"

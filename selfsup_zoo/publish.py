@@ -21,9 +21,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import timm
+
 from . import catalog
 from .catalog import WEIGHTS_FILENAME
-from .hub import CorruptWeightsError, InvalidHubFolderError, file_sha256, read_safetensors_header
+from .errors import CorruptWeightsError, InvalidHubFolderError
+from .weights import file_sha256, read_safetensors_header
 
 _logger = logging.getLogger(__name__)
 
@@ -86,8 +89,6 @@ def validate_hub_folder(folder: str | os.PathLike[str], *, timeout: float = 600)
     if config and not isinstance(arch, str):
         problems.append("config.json has no 'architecture'")
     elif arch:
-        import timm
-
         if arch.split(".")[0] in catalog.architectures():
             problems.append(
                 f"config.json names the zoo architecture {arch!r}, which plain timm cannot build: "

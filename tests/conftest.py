@@ -2,7 +2,8 @@
 
 The Hugging Face variables are set here, before any test module imports ``huggingface_hub``
 (it reads them once, at import), so that every test runs offline against a cache it builds itself
-and never touches the user's caches.
+and never touches the user's caches. The zoo tests (``tests/zoo/``) also share a hub folder of
+ResNet-50 weights, ViT-S weights, and a runner for fresh Python processes, as fixtures.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="selfsup-zoo-tests-"))
@@ -94,3 +96,46 @@ def run_python(code: str, *args: str, with_zoo: bool, cwd: Path) -> subprocess.C
 
 def last_json_line(proc: subprocess.CompletedProcess) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def python_runner() -> Callable[..., subprocess.CompletedProcess]:
+    """:func:`run_python`, for tests that start a fresh interpreter (``with_zoo=``, ``cwd=``)."""
+    return run_python
+
+
+def _randomise_bn(model: torch.nn.Module) -> None:
+    # Non-trivial running statistics, so that a lost buffer would change the outputs.
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+            m.running_var.copy_(1 + 0.5 * torch.rand(m.running_var.shape, generator=g))
+
+
+@pytest.fixture(scope="session")
+def r50_folder(tmp_path_factory):
+    """(ResNet-50 with random BN statistics, its hub folder as ``care_resnet50.in1k_ep100``)."""
+    # Imported late: timm imports huggingface_hub, which must see the variables set above.
+    import timm
+
+    from selfsup_zoo import write_hub_folder
+
+    model = timm.create_model("resnet50", num_classes=0).eval()
+    _randomise_bn(model)
+    folder = write_hub_folder(
+        tmp_path_factory.mktemp("r50") / "hub",
+        model.state_dict(),
+        architecture="resnet50",
+        checkpoint="care_resnet50.in1k_ep100",
+        provenance={"test": "r50"},
+    )
+    return model, folder
+
+
+@pytest.fixture(scope="session")
+def vits_state():
+    """State dict of a headless timm ``vit_small_patch16_224`` (random init)."""
+    import timm  # late, as in r50_folder
+
+    return timm.create_model("vit_small_patch16_224", num_classes=0).eval().state_dict()

@@ -21,17 +21,10 @@ from typing import Any
 import torch
 
 from .. import catalog
-from ..hub import (
-    ArchitectureMismatchError,
-    ConversionError,
-    HubFolder,
-    UnsafeCheckpointError,
-    check_state_dict,
-    compare_keys,
-    expected_shapes,
-    install_hub_folder,
-    write_hub_folder,
-)
+from ..errors import ArchitectureMismatchError, ConversionError, UnsafeCheckpointError
+from ..hub_folder import HubFolder, install_hub_folder, write_hub_folder
+from ..shapes import check_state_dict, compare_keys, expected_shapes
+from ..weights import file_sha256
 
 _logger = logging.getLogger(__name__)
 
@@ -202,8 +195,6 @@ def convert_to_hub_folder(
     install: bool = False,
 ) -> tuple[Conversion, HubFolder]:
     """:func:`convert`, then write the hub folder (and install it into the weights directory)."""
-    from ..hub import file_sha256
-
     result = convert(method, src, checkpoint=checkpoint, which=which)
     result.provenance["source_sha256"] = file_sha256(src)
     folder = write_hub_folder(

@@ -7,8 +7,8 @@ import argparse
 import logging
 import sys
 
-from ..catalog import UnknownNameError
-from ..hub import ZooError, installed_path
+from ..errors import UnknownNameError, ZooError
+from ..weights import installed_path
 from . import convert_to_hub_folder
 
 

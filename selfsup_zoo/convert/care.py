@@ -28,7 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..hub import ConversionError, compare_keys
+from ..errors import ConversionError
+from ..shapes import compare_keys
 from . import Conversion, match_architecture, resolve_checkpoint_name, strip_prefix
 
 __all__ = [

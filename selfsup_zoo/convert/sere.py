@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..hub import ConversionError
+from ..errors import ConversionError
 from . import Conversion, match_architecture, resolve_checkpoint_name, strip_prefix
 
 #: The four SERE relation heads, inside the official backbone (§1.3).

@@ -10,7 +10,9 @@ import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, resolve_pretrained_cfg
 from torch import nn
 
-from .. import catalog, hub
+from .. import catalog
+from ..shapes import check_state_dict, expected_shapes
+from ..weights import resolve_cfg_weights
 
 
 def zoo_default_cfgs(method: str) -> dict[str, Any]:
@@ -18,13 +20,14 @@ def zoo_default_cfgs(method: str) -> dict[str, Any]:
 
     The first row of an architecture is its default tag (timm picks the first tag with weights).
     """
-    return generate_default_cfgs(
+    cfgs: dict[str, Any] = generate_default_cfgs(
         {
             entry.name: entry.pretrained_cfg()
             for entry in catalog.CATALOG.values()
             if entry.method == method
         }
     )
+    return cfgs
 
 
 def _check_pretrained(
@@ -38,9 +41,9 @@ def _check_pretrained(
 ) -> dict[str, torch.Tensor]:
     # The file must hold exactly the catalog architecture's tensors; the model being built may
     # differ (num_classes, in_chans, img_size), which timm adapts after this filter.
-    hub.check_state_dict(
+    check_state_dict(
         state_dict,
-        hub.expected_shapes(timm_arch, num_classes),
+        expected_shapes(timm_arch, num_classes),
         what=f"Pretrained weights {origin}",
         target=f"{timm_arch} (num_classes={num_classes})",
     )
@@ -61,13 +64,13 @@ def create_zoo_model(
     """``build_model_with_cfg`` with the zoo's weight resolution in front of timm's loader.
 
     With ``pretrained=True`` the weights are found and verified here (explicit file, local weights
-    directory, Hub: see :mod:`selfsup_zoo.hub`) and handed to timm as ``file=``, so that timm's
+    directory, Hub: see :mod:`selfsup_zoo.weights`) and handed to timm as ``file=``, so that timm's
     own classifier and ``in_chans`` adaptation still apply.
     """
     filter_wrapper = None
     if pretrained:
         cfg = resolve_pretrained_cfg(variant, pretrained_cfg, pretrained_cfg_overlay)
-        resolved = hub.resolve_cfg_weights(cfg, cache_dir=cache_dir)
+        resolved = resolve_cfg_weights(cfg, cache_dir=cache_dir)
         origin = f"for {variant}.{cfg.tag}" if cfg.tag else f"for {variant}"
         if resolved is not None:
             pretrained_cfg_overlay = dict(pretrained_cfg_overlay or {}, file=str(resolved.path))

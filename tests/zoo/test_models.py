@@ -8,7 +8,8 @@ import torch
 
 import selfsup_zoo
 from selfsup_zoo import catalog
-from selfsup_zoo.hub import WeightsNotPublishedError, expected_shapes
+from selfsup_zoo.errors import WeightsNotPublishedError
+from selfsup_zoo.shapes import expected_shapes
 
 ARCHS = catalog.architectures()
 CNN_ARCHS = [a for a in ARCHS if a.startswith("care_")]

@@ -18,9 +18,9 @@ from timm.models.resnet import ResNet
 from timm.models.vision_transformer import VisionTransformer
 
 from selfsup_zoo import cards, catalog
-from selfsup_zoo.catalog import UnknownNameError
+from selfsup_zoo.errors import UnknownNameError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,9 @@ import shutil
 
 import pytest
 import timm
-from conftest import run_python
 
 from selfsup_zoo import write_hub_folder
-from selfsup_zoo.hub import InvalidHubFolderError
+from selfsup_zoo.errors import InvalidHubFolderError
 from selfsup_zoo.publish import main as publish_main
 from selfsup_zoo.publish import validate_hub_folder
 
@@ -28,9 +27,9 @@ def small_folder(tmp_path_factory):
     )
 
 
-def test_dry_run_validates_and_uploads_nothing(small_folder, tmp_path):
+def test_dry_run_validates_and_uploads_nothing(small_folder, tmp_path, python_runner):
     # As a user runs it: a child process, `python -m selfsup_zoo.publish ... --dry-run`.
-    proc = run_python(
+    proc = python_runner(
         "import sys, runpy; sys.argv[0] = 'publish'; "
         "runpy.run_module('selfsup_zoo.publish', run_name='__main__')",
         str(small_folder.path),

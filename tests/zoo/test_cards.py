@@ -10,8 +10,11 @@ import yaml
 from huggingface_hub import ModelCard
 
 from selfsup_zoo import cards, catalog
+from selfsup_zoo.cards import vocabulary
+from selfsup_zoo.hub_folder import write_hub_folder
+from selfsup_zoo.weights import file_sha256
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIX = "run `python -m selfsup_zoo.cards` and commit the result"
 
 
@@ -48,7 +51,7 @@ def test_every_card_has_valid_front_matter_with_its_licence():
         card = ModelCard(text)
         assert card.data.license == entry.license
         reported = sorted((r.metric_type, r.metric_value) for r in card.data.eval_results)
-        assert reported == sorted((cards._METRICS[r.metric][1], r.value) for r in entry.results)
+        assert reported == sorted((vocabulary.METRICS[r.metric][1], r.value) for r in entry.results)
         assert {r.source_url for r in card.data.eval_results} <= {
             "https://github.com/ChongjianGE/CARE",
             "https://github.com/MCG-NKU/SERE",
@@ -59,8 +62,8 @@ def test_every_card_has_valid_front_matter_with_its_licence():
 def test_every_protocol_and_metric_of_the_catalog_has_a_description():
     for entry in catalog.CATALOG.values():
         for result in entry.results:
-            assert result.protocol in cards._PROTOCOLS, result.protocol
-            assert result.metric in cards._METRICS, result.metric
+            assert result.protocol in vocabulary.PROTOCOLS, result.protocol
+            assert result.metric in vocabulary.METRICS, result.metric
 
 
 def test_results_are_quoted_with_protocol_and_source_at_published_precision():
@@ -164,8 +167,6 @@ def test_generic_card_counts_the_parameters_of_the_weights_it_describes(tmp_path
     with the 11,176,512 parameters it holds, not timm's default 1000-class model (11,689,512)."""
     import timm
 
-    from selfsup_zoo.hub import write_hub_folder
-
     weights = timm.create_model("resnet18", num_classes=0).state_dict()
     assert (
         sum(v.numel() for k, v in weights.items() if "running" not in k and "num_batches" not in k)
@@ -226,8 +227,6 @@ def test_hub_folder_readme_is_the_card_with_the_folder_hash(tmp_path):
     import timm
     from safetensors.torch import load_file
 
-    from selfsup_zoo import hub
-
     weights = timm.create_model("resnet50", num_classes=0).state_dict()
     provenance = {
         "recipe": "care_resnet50.in1k_ep200",
@@ -235,7 +234,7 @@ def test_hub_folder_readme_is_the_card_with_the_folder_hash(tmp_path):
         "world_size": 8,
         "wall_time_h": 20.5,
     }
-    folder = hub.write_hub_folder(
+    folder = write_hub_folder(
         tmp_path / "out",
         weights,
         architecture="resnet50",
@@ -247,7 +246,7 @@ def test_hub_folder_readme_is_the_card_with_the_folder_hash(tmp_path):
     assert readme == cards.render_model_card(
         entry, sha256=folder.sha256, provenance=provenance, architecture="resnet50", model_args={}
     )
-    assert hub.file_sha256(folder.weights_path) in readme
+    assert file_sha256(folder.weights_path) in readme
     assert "| commit | `9f8e7d6` |" in readme and "not published yet" not in readme
     assert ModelCard(readme).data.license == "mit"
     assert set(load_file(str(folder.weights_path))) == set(weights)
