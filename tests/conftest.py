@@ -9,17 +9,16 @@ ResNet-50 weights, ViT-S weights, and a runner for fresh Python processes, as fi
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.subprocesses import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="selfsup-zoo-tests-"))
@@ -70,32 +69,6 @@ def hf_cache() -> Iterator[Callable[[str, Mapping[str, Path]], Path]]:
     yield add
     for repo_dir in added:
         shutil.rmtree(repo_dir, ignore_errors=True)
-
-
-def run_python(code: str, *args: str, with_zoo: bool, cwd: Path) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter; only ``with_zoo`` puts this checkout on its path.
-
-    Without it the child sees installed packages only (no PYTHONPATH, cwd outside the checkout),
-    which is how a user with plain timm loads a hub folder.
-    """
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    if with_zoo:
-        env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def last_json_line(proc: subprocess.CompletedProcess) -> dict:
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import re
 import pytest
 import timm
 import torch
-from conftest import last_json_line, run_python
+from helpers.subprocesses import last_json_line, run_python
 from safetensors.torch import load_file, save_file
 
 from selfsup_zoo import catalog
