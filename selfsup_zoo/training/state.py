@@ -155,9 +155,8 @@ class TrainState:
             method.convert_sync_batchnorm()
             if device.type == "cpu":
                 tdist.enable_cpu_sync_batchnorm(method)
-        # Base Method gains a typed ``collectives`` attribute separately; set it without relying
-        # on that here (plain assignment once it exists).
-        setattr(method, "collectives", default_collectives())  # noqa: B010
+        # The method's collectives (the iBOT centre's all-reduce) go through the process group.
+        method.collectives = default_collectives()
         optimizer = build_optimizer(method.param_groups(), recipe.optim, device)
         scaler = torch.amp.GradScaler(device.type) if eng.precision == "fp16" else None
         recipe_json = recipe.to_json()
