@@ -1,21 +1,41 @@
-"""Tests of the CARE method: golden parity with the official code and hand-checked pieces.
+"""Tests of the CARE method: golden parity with the official code (docs/methods/care.md §10) and
+hand-checked pieces.
 
-The golden figures below were produced by the official implementation (recorded in
-``docs/methods/care.md`` §10, the document the § numbers below refer to). Parameters are filled by
-a deterministic rule keyed on the *official* parameter names, so the comparison also exercises the
-name mapping of ``selfsup_zoo.convert.care``.
+The golden figures below were produced by the official implementation (docs/methods/care.md §10).
+Parameters are filled by a deterministic rule keyed on the *official* parameter names, so the
+comparison also exercises our name mapping.
 
-Why two attention paths: the golden case at batch 2 is ill-conditioned in float32 (BatchNorm1d over
-two samples, near-one-hot attention softmax), so any re-ordering of the floating-point work moves
-con2 by ~3e-5 relative and the gradient norm by ~1 %. The ``"einsum"`` path follows the official
-operation order and must match to 1e-5; the default fused ``"sdpa"`` path is checked to 1e-4 there
-(measured 6e-5), and to 1e-5 on the better-conditioned cases (64 px, and batch 4 at 224 px in the
-slow test).
+Tolerances. The recorded figures are float32 results of one machine (Intel, AVX-512). The golden
+case is ill-conditioned: with these random weights the float32 rounding of the convolutions grows
+through the batch-normalised layers (batch statistics over 2 or 4 images), so that single pooled
+layer4 features carry 3e-5 (224 px) to 6e-4 (64 px) relative noise although their sum agrees to
+2e-7, and the heads (BatchNorm1d over the batch) amplify it further. Measured against float64 with
+the same weights, float32 losses agree only to 1.5e-4 (con) and 2e-3 (con2, fea) at batch 2, the
+T-stream vectors to 7e-3 absolute, and the gradient norm, dominated by the encoder's batch norms,
+is off by 45 % at batch 2 (8 % at 64 px) in every float32 run. Which float32 value comes out depends
+on the kernels: another instruction set picks other oneDNN convolution kernels (blocking,
+accumulation order) and other vectorised ATen kernels (batch-norm statistics, reductions); limiting
+oneDNN to AVX (``ONEDNN_MAX_CPU_ISA``), or ATen to its ``default`` capability
+(``ATEN_CPU_CAPABILITY``), moves the results here by as much as going from AVX-512 to AVX2 does,
+while the fused vs explicit attention (``"sdpa"`` / ``"einsum"``) and the thread count matter much
+less. The 1e-5 agreement seen on the recording machine only meant identical kernels.
+
+So every quantity has a float32 noise bound (``NOISE_*``, relative for scalars, absolute for vector
+elements), about 3x the largest |float32 - float64| measured with the same weights over the
+recorded figures and float32 orderings (default; oneDNN limited to AVX; ATen ``default`` kernels;
+mkldnn off; one thread). float64 runs of our implementation do not depend on the instruction set
+(to ~1e-7: the heads' outputs are normalised in float32). Where a test can afford one (64 px; the
+slow batch-4 test) it asserts that the recorded figure *and* our float32 value both lie within the
+noise bound of our float64 value; at batch 2, 224 px (two float32 runs already take most of the
+time budget) our float32 value must lie within twice the bound of the recorded one. Gradients:
+only the C-stream head's gradient is checked against float64 (64 px); the total norms are compared
+float32 to float32 (ours vs recorded) as a magnitude check, at batch 2 not at all.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import subprocess
@@ -49,10 +69,10 @@ from selfsup_zoo.training.methods.care import (
     load_official_checkpoint,
 )
 
-# m(k) = 1 - (1 - m_base)(cos(pi k / K) + 1) / 2 with m_base 0.5, K 4, k 1 (§10)
+# m(k) = 1 - (1 - m_base)(cos(pi k / K) + 1) / 2, m_base 0.5, K 4, k 1 (docs/methods/care.md §10)
 GOLDEN_MOMENTUM = 1.0 - 0.5 * (math.cos(math.pi / 4) + 1.0) / 2.0
 
-GOLDEN = {
+GOLDEN: dict[tuple[int, int], dict[str, Any]] = {
     (2, 224): {
         "con_loss": 3.9973369,
         "con2_loss": 3.9135051,
@@ -129,13 +149,13 @@ def rel(a: float, b: float) -> float:
 
 
 # --------------------------------------------------------------------------------------------------
-# golden parity (§10)
+# golden parity (docs/methods/care.md §10)
 # --------------------------------------------------------------------------------------------------
 
 
 def _golden_value(key: str, shape: tuple[int, ...]) -> np.ndarray:
-    """The §10 fill rule; ``key`` is the official key with ``module.`` and the encoder name replaced
-    by ``""`` (student) or ``"teacher/"`` (teacher)."""
+    """The docs/methods/care.md §10 fill rule; ``key`` is the official key with ``module.`` and the
+    encoder name replaced by ``""`` (student) or ``"teacher/"`` (teacher)."""
     u = np.random.RandomState(zlib.crc32(key.encode("utf-8"))).uniform(-1.0, 1.0, size=shape)
     if len(shape) == 1 and key.endswith(".weight"):
         return 1.0 + 0.1 * u
@@ -214,14 +234,17 @@ def _record(
     return rec
 
 
-def run_golden(batch: int, size: int, sdpa_backward: bool, without_ema: bool) -> dict[str, Any]:
+def run_golden(
+    batch: int, size: int, sdpa_backward: bool, without_ema: bool, float64: bool = False
+) -> dict[str, Any]:
     """Build, fill, EMA, then the default (sdpa) path and the official-order (einsum) path on the
-    same weights; one SGD step from the einsum gradients gives the update norm."""
+    same weights; one SGD step from the einsum gradients gives the update norm. ``float64`` adds the
+    float64 reference (forward and backward) under ``"float64"``."""
     method = CareMethod(CareConfig(img_size=size))
     method.train()
     fill_golden(method)
     with _flush_denormal():
-        return _run_filled(method, batch, size, sdpa_backward, without_ema)
+        return _run_filled(method, batch, size, sdpa_backward, without_ema, float64)
 
 
 @contextlib.contextmanager
@@ -236,7 +259,12 @@ def _flush_denormal() -> Iterator[None]:
 
 
 def _run_filled(
-    method: CareMethod, batch: int, size: int, sdpa_backward: bool, without_ema: bool
+    method: CareMethod,
+    batch: int,
+    size: int,
+    sdpa_backward: bool,
+    without_ema: bool,
+    float64: bool,
 ) -> dict[str, Any]:
     x1, x2 = _inputs(batch, size)
     res: dict[str, Any] = {}
@@ -258,6 +286,8 @@ def _run_filled(
         "student_fc1": sum(p.numel() for p in method.student.fc1.parameters()),
         "teacher_fc1": sum(p.numel() for p in method.teacher.fc1.parameters()),
     }
+    if float64:
+        res["float64"] = _float64_reference(method, x1, x2, backward=True)
     method.set_attention("sdpa")
     res["sdpa"] = _record(method, x1, x2, backward=sdpa_backward)
     method.set_attention("einsum")
@@ -284,45 +314,140 @@ def golden_b2() -> dict[str, Any]:
     return run_golden(2, 224, sdpa_backward=False, without_ema=False)
 
 
-def _check_losses(rec: dict[str, Any], exp: dict[str, Any], tol: float) -> None:
-    for k in LOSS_KEYS:
-        assert rel(rec[k], exp[k]) < tol, (k, rec[k], exp[k])
-    for k, v in exp.get("mse", {}).items():
-        assert rel(rec["mse"][k], v) < tol * 10, (k, rec["mse"][k], v)
+# Float32 noise bounds |float32 - float64| (module docstring): relative for the scalars, absolute
+# for the elements of the unit-norm 256-d vectors. The largest measured value is in the comment.
+NOISE_B2 = {
+    "con_loss": 5e-4,  # 1.5e-4
+    "con2_loss": 5e-3,  # 1.8e-3
+    "fea_loss": 7e-3,  # 2.2e-3
+    "loss": 4e-3,  # 1.2e-3
+    "mse": 1.5e-2,  # 4.7e-3
+    "q1": 1.2e-3,  # 3.7e-4 absolute
+    "k1": 1e-4,  # 3e-5 absolute
+    "att_q1": 2e-2,  # 6.6e-3 absolute
+    "att_k1": 2e-2,  # 5.6e-3 absolute
+    "per_sample.c1": 4e-3,  # 1.3e-3 absolute (C-stream 2 - 2cos)
+    "per_sample.c2": 4e-3,
+    "per_sample.t1": 2.5e-2,  # 7.5e-3 absolute (T-stream)
+    "per_sample.t2": 2.5e-2,
+    "tmap_sum": 5e-6,  # 1.4e-6
+    "pooled_sum": 1e-6,  # 1.7e-7
+    # No gradient norms: at batch 2 the float32 gradient is dominated by rounding in the encoder's
+    # batch norms: float64 gives 445731, float32 runs 643000-663000 (the recorded 662727).
+}
+NOISE_SMALL = {
+    "con_loss": 5e-5,  # 1.7e-5
+    "con2_loss": 5e-4,  # 1.4e-4
+    "fea_loss": 1e-4,  # 3.4e-5
+    "loss": 2e-4,  # 5.7e-5
+    "mse": 6e-4,  # 1.9e-4
+    "q1": 1e-4,  # 3.4e-5 absolute
+    "k1": 7e-5,  # 2.1e-5 absolute
+    "att_q1": 1e-3,  # 2.8e-4 absolute
+    "att_k1": 1e-3,  # 2.8e-4 absolute
+    "tmap_sum": 1.2e-5,  # 3.6e-6
+    "pooled_sum": 1.2e-6,  # 3.7e-7
+    # gradients: only the C-stream head's is well conditioned (float32 vs float64: 4e-4); the
+    # encoder's, which dominates the norm, is not (float64 10190.5, float32 9439, recorded 9371.4)
+    "grad_groups.fc1": 2e-3,
+}
+# float32 vs float32: our gradient norm vs the recorded one (measured 7e-3 at 64 px); a magnitude
+# check, the float64 norm is 8 % higher
+GRAD_NORM_SMALL = 5e-2
+NOISE_B4 = {  # batch 4, 224 px (slow): far better conditioned than batch 2
+    "con_loss": 5e-5,  # 1.4e-5
+    "con2_loss": 2e-4,  # 6.8e-5
+    "fea_loss": 5e-5,  # 1.4e-5
+    "loss": 5e-5,  # 1.6e-5
+    "mse": 1.2e-4,  # 3.7e-5
+    "q1": 7e-5,  # 2.1e-5 absolute
+    "k1": 2.5e-5,  # 7.8e-6 absolute
+    "att_q1": 5e-4,  # 1.5e-4 absolute
+    "att_k1": 5e-4,  # 1.4e-4 absolute
+    "per_sample.c1": 2e-4,  # 6.9e-5 absolute
+    "per_sample.c2": 2e-4,
+    "per_sample.t1": 1.7e-3,  # 5.5e-4 absolute
+    "per_sample.t2": 1.7e-3,
+    "tmap_sum": 1.2e-5,  # 3.9e-6
+    "pooled_sum": 5e-7,  # 1.2e-7
+    # gradients: float32 runs are 0.7-0.9 % below float64 (6560.1) in the encoder and T-stream
+    "grad_norm": 2.5e-2,  # 8.1e-3
+    "grad_groups.encoder": 2.5e-2,  # 8.1e-3
+    "grad_groups.trans": 3e-2,  # 9.1e-3
+    "grad_groups.fc1": 2e-3,  # 3.3e-4
+    "grad_groups.fc2": 5e-3,  # 1.6e-3
+}
+ABSOLUTE = ("q1", "k1", "att_q1", "att_k1", "per_sample")
 
 
-def _check_details(
-    rec: dict[str, Any], exp: dict[str, Any], streams: tuple[str, ...], atol: float
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """``{"mse": {"q1": x}, "q1": [a, b]}`` -> ``{"mse.q1": x, "q1[0]": a, "q1[1]": b}``; numbers
+    only."""
+    out: dict[str, float] = {}
+    for k, v in values.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        elif isinstance(v, list) and all(isinstance(x, float) for x in v):
+            out.update({f"{prefix}{k}[{i}]": x for i, x in enumerate(v)})
+        elif isinstance(v, float):
+            out[prefix + k] = v
+    return out
+
+
+def _check_within(
+    got: dict[str, Any], want: dict[str, Any], noise: dict[str, float], factor: float, what: str
 ) -> None:
-    for k in streams:
-        np.testing.assert_allclose(rec[k], exp[k], rtol=0, atol=atol, err_msg=k)
+    """Every quantity of ``want`` that ``noise`` bounds (by its flattened name, e.g. ``"mse.q1"``,
+    or its group, ``"mse"``): |got - want| <= factor * noise, relative to |want| for scalars,
+    absolute for vector elements (``ABSOLUTE``)."""
+    flat_got, flat_want = _flatten(got), _flatten(want)
+    checked = 0
+    for key, w in flat_want.items():
+        name = key.split("[")[0]  # "mse.q1", "per_sample.t1", "q1", ...
+        group = name if name in noise else name.split(".")[0]
+        if group not in noise:
+            continue
+        absolute = group.split(".")[0] in ABSOLUTE
+        tol = factor * noise[group] * (1.0 if absolute else abs(w))
+        assert abs(flat_got[key] - w) <= tol, (what, key, flat_got[key], w, tol)
+        checked += 1
+    assert checked > 0, what
+
+
+def _float64_reference(
+    method: CareMethod, x1: torch.Tensor, x2: torch.Tensor, backward: bool
+) -> dict[str, Any]:
+    """Our implementation in float64 on the same weights (a copy; ``method`` is untouched)."""
+    ref = copy.deepcopy(method).double()
+    ref.set_attention("einsum")
+    with _flush_denormal():
+        return _record(ref, x1.double(), x2.double(), backward=backward)
+
+
+def _check_structure(rec: dict[str, Any], exp: dict[str, Any]) -> None:
     assert rec["tmap_shape"] == exp["tmap_shape"]
-    assert rel(rec["tmap_sum"], exp["tmap_sum"]) < 1e-6
-    assert rel(rec["pooled_sum"], exp["pooled_sum"]) < 1e-6
     assert rec["logged_detached"]
 
 
 def test_golden_b2_official_order(golden_b2: dict[str, Any]) -> None:
     rec, exp = golden_b2["einsum"], GOLDEN[(2, 224)]
-    _check_losses(rec, exp, 1e-5)
-    _check_details(rec, exp, ("q1", "k1", "att_q1", "att_k1"), atol=1e-6)
-    for k, v in exp["per_sample"].items():
-        np.testing.assert_allclose(rec["per_sample"][k], v, rtol=0, atol=2e-6, err_msg=k)
+    _check_structure(rec, exp)
+    _check_within(rec, exp, NOISE_B2, 2.0, "einsum vs recorded")
     assert rec["grad_missing"] == []
-    assert rel(rec["grad_norm"], exp["grad_norm"]) < 1e-5
-    for k, v in exp["grad_groups"].items():
-        assert rel(rec["grad_groups"][k], v) < 1e-5, (k, rec["grad_groups"][k], v)
-    assert rel(rec["delta_norm"], exp["delta_norm"]) < 1e-5
+    # the gradient norm itself is float32 noise here (NOISE_B2); the SGD step must still be
+    # dtheta = -0.1 (g + 1e-4 theta) with a small decay term, as in the recorded pair (1.5e-9)
+    assert math.isfinite(rec["grad_norm"])
+    assert rel(rec["delta_norm"], 0.1 * rec["grad_norm"]) < 1e-6
+    assert rel(exp["delta_norm"], 0.1 * exp["grad_norm"]) < 1e-6
 
 
 def test_golden_b2_sdpa(golden_b2: dict[str, Any]) -> None:
     rec, exp = golden_b2["sdpa"], GOLDEN[(2, 224)]
-    # ill-conditioned case: see the module docstring; the C-stream does not involve attention at all
-    _check_losses(rec, exp, 1e-4)
-    assert rel(rec["con_loss"], exp["con_loss"]) < 1e-6
-    _check_details(rec, exp, ("q1", "k1"), atol=1e-6)
-    np.testing.assert_allclose(rec["att_q1"], exp["att_q1"], rtol=0, atol=5e-4)
-    np.testing.assert_allclose(rec["att_k1"], exp["att_k1"], rtol=0, atol=5e-4)
+    _check_structure(rec, exp)
+    _check_within(rec, exp, NOISE_B2, 2.0, "sdpa vs recorded")
+    # both paths share everything but the attention arithmetic: the C-stream agrees exactly
+    assert rec["con_loss"] == golden_b2["einsum"]["con_loss"]
+    assert rec["q1"] == golden_b2["einsum"]["q1"] and rec["k1"] == golden_b2["einsum"]["k1"]
 
 
 def test_golden_teacher_after_ema(golden_b2: dict[str, Any]) -> None:
@@ -331,7 +456,8 @@ def test_golden_teacher_after_ema(golden_b2: dict[str, Any]) -> None:
 
 
 def test_official_key_layout_r50(golden_b2: dict[str, Any]) -> None:
-    """§1.3: 902 entries in the official ``model`` state dict, grouped as listed; sizes per §3."""
+    """docs/methods/care.md §1.3: 902 entries in the official ``model`` state dict, grouped as
+    listed; sizes per §3."""
     keys = golden_b2["official_keys"]
     assert len(keys) == len(set(keys)) == 902
 
@@ -363,7 +489,8 @@ def test_official_key_layout_r50(golden_b2: dict[str, Any]) -> None:
 
 
 def test_golden_small_variant() -> None:
-    """Non-official 64-px variant (T-stream fmap 4), B = 4: both attention paths to 1e-5."""
+    """Non-official 64-px variant (T-stream fmap 4), B = 4: better conditioned than 224 px at B = 2,
+    so it carries the strict checks; recorded and float32 values against our float64 value."""
     method = CareMethod(CareConfig(img_size=64))
     assert method.student.trans.net[0].net[3].pos_emb.height.shape == (4, 128)
     assert method.student.trans.net[1].net[3].pos_emb.height.shape == (2, 128)
@@ -371,32 +498,31 @@ def test_golden_small_variant() -> None:
     method.update_teacher(GOLDEN_MOMENTUM)
     x1, x2 = _inputs(4, 64)
     exp = GOLDEN[(4, 64)]
-    for impl, grad_tol in (("sdpa", 1e-3), ("einsum", 1e-5)):
+    ref = _float64_reference(method, x1, x2, backward=True)
+    _check_within(ref, exp, NOISE_SMALL, 1.0, "recorded vs float64")
+    for impl in ("sdpa", "einsum"):
         method.set_attention(impl)
         with _flush_denormal():
             rec = _record(method, x1, x2, backward=True)
-        _check_losses(rec, exp, 1e-5)
         assert rec["grad_missing"] == []
-        assert rel(rec["grad_norm"], exp["grad_norm"]) < grad_tol, (impl, rec["grad_norm"])
+        _check_within(rec, ref, NOISE_SMALL, 1.0, f"{impl} vs float64")
+        assert rel(rec["grad_norm"], exp["grad_norm"]) < GRAD_NORM_SMALL, (impl, rec["grad_norm"])
 
 
 @pytest.mark.slow
 def test_golden_b4_224() -> None:
-    res = run_golden(4, 224, sdpa_backward=True, without_ema=True)
+    res = run_golden(4, 224, sdpa_backward=True, without_ema=True, float64=True)
     exp = GOLDEN[(4, 224)]
-    assert rel(res["loss_without_ema"], exp["loss_without_ema"]) < 1e-5
-    # the fused path re-orders the attention arithmetic: vectors agree to ~2e-6 instead of 1e-7
-    for impl, atol in (("einsum", 2e-6), ("sdpa", 1e-5)):
+    # float32 vs float32 (two bounds); measured 1.2e-5 between AVX-512 and AVX2
+    assert rel(res["loss_without_ema"], exp["loss_without_ema"]) < 2 * NOISE_B4["loss"]
+    _check_within(res["float64"], exp, NOISE_B4, 1.0, "recorded vs float64")
+    for impl in ("einsum", "sdpa"):
         rec = res[impl]
-        _check_losses(rec, exp, 1e-5)
-        _check_details(rec, exp, ("q1", "k1", "att_q1", "att_k1"), atol=atol)
-        for k, v in exp["per_sample"].items():
-            np.testing.assert_allclose(rec["per_sample"][k], v, rtol=0, atol=2 * atol, err_msg=k)
+        _check_structure(rec, exp)
         assert rec["grad_missing"] == []
-        assert rel(rec["grad_norm"], exp["grad_norm"]) < 1e-4, (impl, rec["grad_norm"])
-        for k, v in exp["grad_groups"].items():
-            assert rel(rec["grad_groups"][k], v) < 1e-4, (impl, k, rec["grad_groups"][k], v)
-    assert rel(res["einsum"]["delta_norm"], exp["delta_norm"]) < 1e-5
+        _check_within(rec, res["float64"], NOISE_B4, 1.0, f"{impl} vs float64")
+    assert rel(res["einsum"]["delta_norm"], 0.1 * res["einsum"]["grad_norm"]) < 1e-6
+    assert rel(exp["delta_norm"], 0.1 * exp["grad_norm"]) < 1e-6
 
 
 # --------------------------------------------------------------------------------------------------
@@ -496,7 +622,7 @@ def test_ema_touches_exactly_the_teacher_params() -> None:
             expected = m * t_before[name] + (1 - m) * s_before[name]
             torch.testing.assert_close(value, expected, rtol=0, atol=1e-6)
             assert not torch.equal(value, t_before[name])
-        else:  # BN buffers: never averaged (§3.5)
+        else:  # BN buffers: never averaged (docs/methods/care.md §3.5)
             assert torch.equal(value, t_before[name]), name
     for name, value in method.student.state_dict().items():
         assert torch.equal(value, s_before[name]), name
@@ -524,8 +650,9 @@ def test_tstream_rejects_wrong_map_size() -> None:
 
 
 def _official_attention(attn: TStreamAttention, x: torch.Tensor) -> torch.Tensor:
-    """Independent statement of the official formula (§3.2), written with explicit loops over
-    heads: logits = (q s) k^T + (q s) P^T, softmax over keys, out = attn v, heads concatenated."""
+    """Independent statement of the official formula (docs/methods/care.md §3.2), written with
+    explicit loops over heads: logits = (q s) k^T + (q s) P^T, softmax over keys, out = attn v,
+    heads concatenated."""
     b, _, h, w = x.shape
     heads, d = attn.heads, attn.dim_head
     qkv = F.conv2d(x, attn.to_qkv.weight)
@@ -570,10 +697,11 @@ def test_attention_matches_official_formula(impl: str) -> None:
 def test_initialisation_and_structure() -> None:
     method = _tiny()
     s, t = method.student, method.teacher
-    # T-stream gammas train from 1 (the official zero-init of net.8 is overwritten, §9 #4)
+    # T-stream gammas train from 1 (the official zero-init of net.8 is overwritten,
+    # docs/methods/care.md §9 #4)
     for block in s.trans.net:
         assert torch.equal(block.net[8].weight, torch.ones_like(block.net[8].weight))
-    # no zero-gamma on the ResNet's last BN either (zero_init_last=False, §1.1)
+    # no zero-gamma on the ResNet's last BN either (zero_init_last=False, docs/methods/care.md §1.1)
     assert torch.equal(s.backbone.layer1[0].bn3.weight, torch.ones(256))
     pos = s.trans.net[0].net[3].pos_emb.height
     assert 0.5 < pos.std().item() * method.config.tstream_dim_head**0.5 < 1.5

@@ -1,12 +1,25 @@
 """Tests of the SERE method: golden parity with the official training step, geometry, heads,
 schedules, optimisation hooks and the official checkpoint importer.
 
-Section numbers (§) refer to ``docs/methods/sere.md``.
+Golden tolerances (docs/methods/sere.md §9). The recorded figures are float32 results of the
+official code on one machine (Intel, AVX-512); the same float32 arithmetic on another instruction
+set (e.g. AMD, AVX2) sums the ViT's matrix products in another order (MKL/oneDNN pick other kernels
+and blockings), which moves every token element by about 1e-6 *absolute* on tokens of unit scale.
+Measured against a float64 run of the same weights: at most 7e-7 on the first four CLS values,
+1.6e-6 over the whole CLS token, 4.9e-6 over all 151k values; the recorded figures are off from
+float64 by at most 4.6e-7. The loss rows, sums and maxima are well conditioned and keep the 1e-5
+relative tolerance. A single token element near zero is not: the first CLS value, 0.0295, moves by
+5e-7 = 1.8e-5 of itself between machines, so the CLS values are compared with an absolute tolerance
+of 1e-5 times the RMS of the CLS token (about 15x the measured noise, and still 1e-5 of the token's
+scale). ``test_golden_vit_small_float64`` checks the tokens against the same backbone run in
+float64, which does not depend on the instruction set: the recorded figures and our float32 values
+must both lie within the float32 noise of it.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import inspect
 import math
 import zlib
@@ -37,7 +50,7 @@ from selfsup_zoo.training.methods.sere import (
 STEP0 = StepInfo(step=0, epoch=0, steps_per_epoch=1, total_steps=1)
 
 # --------------------------------------------------------------------------------------------------
-# Golden case (§9)
+# Golden case (docs/methods/sere.md §9)
 # --------------------------------------------------------------------------------------------------
 
 _NEAR_ONE = (
@@ -51,7 +64,8 @@ _NEAR_ONE = (
 
 
 def _golden_fill(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The §9 fill rule on official key names (CRC-32 seeds, numpy legacy RandomState)."""
+    """docs/methods/sere.md §9 fill rule on official key names (CRC-32 seeds, numpy legacy
+    RandomState)."""
     out = {}
     for key, value in state.items():
         name = key[len("module.") :]
@@ -114,9 +128,12 @@ def _golden_method(arch: str, norm_last_layer: bool) -> SereMethod:
 
 def _golden_results(method: SereMethod) -> tuple[dict[str, float], dict]:
     batch = _golden_batch()
+    g1 = batch["global_crops"][0]
     with torch.no_grad():
         terms, breakdown = method.forward_with_terms(batch, STEP0)
-        tokens = method.export_backbone().forward_features(batch["global_crops"][0])
+        tokens = method.export_backbone().forward_features(g1)
+        # the same teacher backbone in float64: the instruction-set independent reference
+        tokens64 = copy.deepcopy(method.export_backbone()).double().forward_features(g1.double())
     rows = {k: float(terms[k]) for k in ("cls", "patch", "spatial", "channel", "loss")}
     rows["center_sum"] = float(method.center.sum())
     rows["center_maxabs"] = float(method.center.abs().max())
@@ -124,6 +141,12 @@ def _golden_results(method: SereMethod) -> tuple[dict[str, float], dict]:
     rows["tokens_sum"] = float(tokens.sum())
     for i, value in enumerate(tokens[0, 0, :4].tolist()):
         rows[f"cls{i}"] = value
+    for i, value in enumerate(tokens64[0, 0, :4].tolist()):
+        rows[f"cls{i}_f64"] = value
+    rows["tokens_sum_f64"] = float(tokens64.sum())
+    rows["cls_rms_f64"] = float(tokens64[0, 0].pow(2).mean().sqrt())
+    rows["tokens_rms_f64"] = float(tokens64.pow(2).mean().sqrt())
+    rows["tokens_numel"] = float(tokens64.numel())
     rows["teacher_temp"] = float(terms["teacher_temp"])
     rows["teacher_patch_temp"] = float(terms["teacher_patch_temp"])
     return rows, breakdown
@@ -163,9 +186,25 @@ EXPECTED = {
 }
 
 
+# Float32 noise allowances, in units of the tensor's RMS (see the module docstring). CLS_NOISE: one
+# element of the final-normed CLS token, float32 vs float64 (measured <= 7e-7 on the first four,
+# 1.6e-6 on any); CLS_ATOL: the recorded vs our float32 CLS values, two float32 runs. SUM_NOISE:
+# per-element noise of a sum of N tokens, which grows like sqrt(N) (measured 1.2e-4 and 1.7e-4 on
+# the 151k-value sum of ViT-S, i.e. 4e-7 * sqrt(N) * RMS).
+CLS_ATOL = 1e-5
+CLS_KEYS = ("cls0", "cls1", "cls2", "cls3")  # the row "cls" is the CLS loss, relative like the rest
+CLS_NOISE = 3e-6
+SUM_NOISE = 2.5e-6
+
+
 def _assert_rows(rows: dict[str, float], expected: dict[str, float]) -> None:
     for key, want in expected.items():
-        # 1e-5 relative (§9); §9 prints 7 decimals, hence the 5e-8 rounding allowance.
+        if key in CLS_KEYS:
+            # single elements, some near zero: absolute, scaled to the CLS token (module docstring)
+            atol = CLS_ATOL * rows["cls_rms_f64"]
+            assert abs(rows[key] - want) <= atol, (key, rows[key], want, atol)
+            continue
+        # 1e-5 relative (docs/methods/sere.md §9); 7 decimals printed, hence the 5e-8 allowance.
         assert rows[key] == pytest.approx(want, rel=1e-5, abs=5e-8), key
     assert rows["teacher_temp"] == pytest.approx(0.04)
     assert rows["teacher_patch_temp"] == pytest.approx(0.04)
@@ -182,6 +221,24 @@ def vit_s_golden() -> tuple[SereMethod, dict[str, float], dict]:
 def test_golden_vit_small(vit_s_golden) -> None:
     _, rows, _ = vit_s_golden
     _assert_rows(rows, EXPECTED["vit_small_patch16_224"])
+
+
+def _assert_tokens_float64(rows: dict[str, float], expected: dict[str, float]) -> None:
+    """The recorded (official, float32) and our float32 token figures both lie within the float32
+    noise of the float64 value of the same backbone (module docstring)."""
+    cls_tol = CLS_NOISE * rows["cls_rms_f64"]
+    sum_tol = SUM_NOISE * math.sqrt(rows["tokens_numel"]) * rows["tokens_rms_f64"]
+    for source, values in (("recorded", expected), ("float32", rows)):
+        for key in CLS_KEYS:
+            err = abs(values[key] - rows[f"{key}_f64"])
+            assert err <= cls_tol, (source, key, values[key], rows[f"{key}_f64"], cls_tol)
+        err = abs(values["tokens_sum"] - rows["tokens_sum_f64"])
+        assert err <= sum_tol, (source, values["tokens_sum"], rows["tokens_sum_f64"], sum_tol)
+
+
+def test_golden_vit_small_float64(vit_s_golden: tuple[SereMethod, dict[str, float], dict]) -> None:
+    _, rows, _ = vit_s_golden
+    _assert_tokens_float64(rows, EXPECTED["vit_small_patch16_224"])
 
 
 def test_golden_vit_small_breakdown(vit_s_golden) -> None:
@@ -229,7 +286,8 @@ def test_param_groups_vit_small(vit_s_golden) -> None:
     method, _, _ = vit_s_golden
     decay, no_decay = method.param_groups()
     assert decay["weight_decay"] is True and no_decay["weight_decay"] is False
-    # §5.3 counts for the ViT-S recipe (norm_last_layer False: weight_g is trainable and decayed).
+    # docs/methods/sere.md §5.3 counts for the ViT-S recipe (norm_last_layer False: weight_g is
+    # trainable and decayed).
     assert (len(decay["params"]), sum(p.numel() for p in decay["params"])) == (146, 29_864_064)
     assert (len(no_decay["params"]), sum(p.numel() for p in no_decay["params"])) == (33, 12_672)
     assert any(p is method.student.masked_embed for p in decay["params"])
@@ -241,7 +299,8 @@ def test_official_backbone_key_set(vit_s_golden) -> None:
     ckpt = to_official_checkpoint(method)
     student = [k for k in ckpt["student"] if k.startswith("module.backbone.")]
     teacher = [k for k in ckpt["teacher"] if k.startswith("module.backbone.")]
-    assert len(student) == 195  # §1.3: full official backbone incl. mask token and BN buffers
+    # docs/methods/sere.md §1.3: full official backbone incl. mask token and BN buffers
+    assert len(student) == 195
     assert len(teacher) == 194 and "module.backbone.masked_embed" not in ckpt["teacher"]
     head = sorted(k for k in ckpt["student"] if k.startswith("module.head."))
     assert "module.head.last_layer2.weight_g" in head and "module.head.last_layer.weight_v" in head
@@ -253,6 +312,7 @@ def test_golden_vit_base() -> None:
     method = _golden_method("vit_base_patch16_224", norm_last_layer=True)
     rows, _ = _golden_results(method)
     _assert_rows(rows, EXPECTED["vit_base_patch16_224"])
+    _assert_tokens_float64(rows, EXPECTED["vit_base_patch16_224"])
     decay, no_decay = method.param_groups()
     assert (len(decay["params"]), sum(p.numel() for p in decay["params"])) == (145, 96_538_624)
     assert (len(no_decay["params"]), sum(p.numel() for p in no_decay["params"])) == (33, 25_344)
@@ -268,10 +328,9 @@ def test_overlap_grids_checkpoints() -> None:
     lb = _golden_batch()["local_boxes"]
     g1, g2 = overlap_grids(gb[0], gb[1], 13)
     assert g1.shape == (2, 13, 13, 2) and g1.dtype == torch.float32
-
-    def close(t: torch.Tensor, xy: tuple[float, float]) -> None:
-        torch.testing.assert_close(t, torch.tensor(xy, dtype=torch.float32), atol=1e-6, rtol=0)
-
+    close = lambda t, xy: torch.testing.assert_close(  # noqa: E731
+        t, torch.tensor(xy, dtype=torch.float32), atol=1e-6, rtol=0
+    )
     close(g1[0, 0, 0], (-0.4666667, -0.7857143))
     close(g1[0, 12, 12], (1.0, 1.0))
     close(g2[0, 0, 0], (1.0, -1.0))
@@ -289,7 +348,7 @@ def test_overlap_grids_checkpoints() -> None:
     assert torch.all(g1[0, 3, :, 1] == g1[0, 3, 0, 1]) and torch.all(
         g1[0, :, 3, 0] == g1[0, 0, 3, 0]
     )
-    # l2 vs g1 overlaps in neither image: the -2 fill (§3.7)
+    # l2 vs g1 overlaps in neither image: the -2 fill (docs/methods/sere.md §3.7)
     loc2, glob2 = overlap_grids(lb[1], gb[0], 6)
     assert torch.all(loc2 == -2) and torch.all(glob2 == -2)
 
@@ -365,7 +424,7 @@ def test_official_pos_embed_interpolation() -> None:
     grid = pos[0, 1:].double().reshape(14, 14, 8)
     want = torch.einsum("ai,ijc,bj->abc", m, grid, m).reshape(36, 8).float()
     torch.testing.assert_close(out[0, 1:], want, atol=1e-5, rtol=1e-5)
-    # ... which is not what timm's size-based resampling gives (§1.6)
+    # ... which is not what timm's size-based resampling gives (docs/methods/sere.md §1.6)
     timm_out = resample_abs_pos_embed(pos, new_size=(6, 6), num_prefix_tokens=1)
     assert (timm_out - out).abs().max() > 1e-3
 
@@ -712,7 +771,8 @@ def test_bf16_autocast_step_close_to_fp32() -> None:
 
 
 def test_class_token_gets_the_official_init() -> None:
-    """cls_token ~ truncated normal std 0.02 (§1.1), not timm's std 1e-6; the teacher copies it."""
+    """cls_token ~ truncated normal std 0.02 (docs/methods/sere.md §1.1), not timm's std 1e-6; the
+    teacher copies it."""
     torch.manual_seed(0)
     method = SereMethod(SereConfig(model_args=dict(TINY, embed_dim=384)))
     token = method.student.backbone.cls_token.detach()
@@ -780,7 +840,8 @@ def test_head_batchnorm_trains_converts_and_round_trips(tmp_path) -> None:
     ref = method.forward(batch, STEP0)["loss"]
     ref.backward()
     assert method.student.head.mlp[1].weight.grad is not None
-    # BN weights are exempt from weight decay, their biases are not (SERE's rule, §5.3).
+    # BN weights are exempt from weight decay, their biases are not (SERE's rule,
+    # docs/methods/sere.md §5.3).
     decay, no_decay = method.param_groups()
     exempt = {id(p) for p in no_decay["params"]}
     assert (
