@@ -1,4 +1,4 @@
-"""One of two ranks killed with SIGKILL mid-step: the job ends within a bounded time (no rank left
+"""One of two ranks killed with SIGKILL mid-step (or stopped with SIGSTOP): the job ends within a
 waiting in a collective), with and without torchrun's agent, and ``--resume auto`` then continues
 bit-identically (tiny SERE model on 48 real digits, 12 steps, gloo).
 
@@ -259,3 +259,24 @@ def test_torchrun_ends_the_job_when_a_worker_is_killed_then_resume(
 
     run_job([*argv[:5], "--resume", "auto", *argv[5:]], tmp_path / "logs2")
     assert_same_run(reference, run)
+
+
+def test_without_launcher_a_hung_rank_times_out_the_survivor(tmp_path, images, cache):
+    """A peer that stops answering (SIGSTOP: alive, connections open) is caught by the timeout."""
+    argv = job_argv(tmp_path, images, cache)
+    argv[4] = "4"  # --dist-timeout 4
+    procs = start_job(argv, tmp_path / "logs")
+    wait_rows(tmp_path / "smoke_sere", 3, procs)
+    assert procs[1].pid is not None
+    os.kill(procs[1].pid, signal.SIGSTOP)
+    stopped_at = time.time()
+    procs[0].join(60)
+    took = time.time() - stopped_at
+    code = procs[0].exitcode
+    os.kill(procs[1].pid, signal.SIGKILL)
+    procs[1].join()
+    text = (tmp_path / "logs" / "rank0.txt").read_text()
+    assert code == 4, text[-3000:]
+    assert took < 30
+    message = [r for r in text.splitlines() if r.startswith("error: ")][-1]
+    assert "lost contact with rank 1" in message and "time out after 4 s" in message
