@@ -5,6 +5,9 @@
 # number of GPUs: per-device batch 128 by default, the engine accumulates gradients when
 # nodes x GPUs x 128 < 1024 (e.g. 4 GPUs -> 2 micro-batches per step). --resume auto makes a
 # restarted job continue from the newest good checkpoint of the run folder.
+# SIGTERM or Ctrl-C reaches the workers through torchrun: they finish the step in flight, write a
+# checkpoint and <run folder>/preempted, and exit 0 (torchrun itself then exits non-zero); a worker
+# that dies ends the job, and collectives give up after --dist-timeout seconds (default 600).
 set -euo pipefail
 RECIPE=${1:?usage: $0 RECIPE DATA_ROOT [extra reproduce args]}
 DATA_ROOT=${2:?usage: $0 RECIPE DATA_ROOT [extra reproduce args]}

@@ -7,6 +7,7 @@ import datetime
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +18,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_TIMEOUT_S",
     "DistInfo",
+    "PeerLostError",
+    "is_collective_failure",
+    "peer_lost_error",
     "init_distributed",
     "cleanup",
     "barrier",
@@ -26,6 +31,29 @@ __all__ = [
     "broadcast_object",
     "enable_cpu_sync_batchnorm",
 ]
+
+
+# How long a collective waits for the other processes before it fails: long enough for a slow
+# checkpoint write or a first-step torch.compile on GPUs, short enough that a job whose peer died
+# or hung does not sit idle for long.
+DEFAULT_TIMEOUT_S = 600.0
+
+# Words of the errors torch raises when a collective fails because a peer went away (gloo: the
+# connection closed or was reset, a read timed out; NCCL: a watchdog timeout or a remote error).
+_COMMUNICATION_WORDS = (
+    "connection closed",
+    "connection reset",
+    "broken pipe",
+    "timed out",
+    "timeout",
+    "nccl",
+    "gloo",
+    "socket",
+)
+
+
+class PeerLostError(RuntimeError):
+    """A collective failed or timed out: another process of the job died, hung or is unreachable."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +109,58 @@ def init_distributed(
         "rank %d/%d (local %d) on %s, backend %s", rank, world_size, local_rank, dev, backend
     )
     return DistInfo(rank, world_size, local_rank, dev, backend)
+
+
+def is_collective_failure(err: BaseException) -> bool:
+    """Whether ``err`` is torch's report of a failed collective (a lost or hung peer).
+
+    Args:
+        err: an exception raised inside a multi-process run.
+
+    Returns:
+        True for ``torch.distributed.DistError`` and for runtime errors whose text names a broken
+        connection, a timeout or the backend (DDP's reducer re-raises the backend's error as a
+        plain RuntimeError).
+    """
+    if isinstance(err, dist.DistError):
+        return True
+    text = str(err).lower()
+    return type(err) is RuntimeError and any(w in text for w in _COMMUNICATION_WORDS)
+
+
+def peer_lost_error(
+    info: DistInfo,
+    err: BaseException,
+    timeout_s: float,
+    step: int,
+    last_checkpoint: Path | None,
+) -> PeerLostError:
+    """The error a process raises when a collective failed: who it is, what was lost, what next.
+
+    Args:
+        info: this process.
+        err: the backend's error.
+        timeout_s: the collective timeout of the run.
+        step: the steps this process had finished.
+        last_checkpoint: the newest checkpoint of the run, None before one.
+
+    Returns:
+        A :class:`PeerLostError` to raise from ``err``.
+    """
+    others = [r for r in range(info.world_size) if r != info.rank]
+    lost = (
+        f"rank {others[0]}"
+        if len(others) == 1
+        else "another rank (one of " + ", ".join(str(r) for r in others) + ")"
+    )
+    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    where = f"the last checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint yet"
+    return PeerLostError(
+        f"rank {info.rank} of {info.world_size}: lost contact with {lost} after step {step}: a "
+        f"collective failed (the process died, hung or became unreachable; collectives time out "
+        f"after {timeout_s:g} s): {first_line}. The job stops; {where} (start the job again "
+        "with --resume auto)."
+    )
 
 
 def cleanup() -> None:

@@ -25,6 +25,12 @@ Invariants the design rests on
   file is still detected on load (and ``resume="auto"`` falls back to the previous one).
 * **A non-finite loss stops the run** before the optimizer step and before any checkpoint is
   written, so the last checkpoint on disk is the last good state.
+* **A stop signal ends the run cleanly.** SIGTERM (Slurm's notice before preemption) or SIGINT on
+  any process finishes the step in flight on every process, writes a checkpoint and the
+  ``preempted`` marker, and returns with ``RunResult.preempted`` set (``preemption``).
+* **A lost process ends the job.** Collectives time out after ``dist_timeout_s``; a collective
+  that fails (a peer killed, hung or unreachable) raises :class:`PeerLostError` naming the run's
+  last checkpoint instead of leaving the survivors waiting (``dist``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,8 +59,14 @@ from selfsup_zoo.training.checkpoint import (
     save_checkpoint,
 )
 from selfsup_zoo.training.data import default_cache_dir
+from selfsup_zoo.training.dist import PeerLostError
 from selfsup_zoo.training.export import export_method
 from selfsup_zoo.training.loader import build_train_data, iterate_steps
+from selfsup_zoo.training.preemption import (
+    PreemptionWatch,
+    clear_preempted_marker,
+    write_preempted_marker,
+)
 from selfsup_zoo.training.provenance import export_provenance, git_commit
 from selfsup_zoo.training.recipe import Recipe
 from selfsup_zoo.training.rng import seed_everything
@@ -68,6 +81,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
     "NonFiniteLossError",
+    "PeerLostError",
     "RunResult",
     "StepSampler",
     "train",
@@ -94,28 +108,72 @@ class RunResult:
     wall_time_s: float
     num_replaced: int
     images_per_s: float
+    # Stopped early by SIGTERM/SIGINT: a checkpoint of ``step`` was written; resume with "auto".
+    preempted: bool = False
+    stop_signal: str | None = None
 
 
-def train(recipe: Recipe, run_dir: str | Path, *, resume: str | None = None) -> RunResult:
+def train(
+    recipe: Recipe,
+    run_dir: str | Path,
+    *,
+    resume: str | None = None,
+    dist_timeout_s: float = tdist.DEFAULT_TIMEOUT_S,
+) -> RunResult:
     """Run (or resume) a recipe in ``run_dir``; call from every process of a ``torchrun`` job.
+
+    While it runs, SIGTERM and SIGINT request a clean stop (the previous handlers come back when it
+    returns): the step in flight finishes on every process, a checkpoint is written and the result
+    has ``preempted`` set.
 
     Args:
         recipe: what to train.
         run_dir: the run folder (``recipe.json``, ``log.jsonl``, ``checkpoints/``, ``export/``).
         resume: None = fresh run (refuses a run dir that already holds checkpoints), ``"auto"`` =
             newest good checkpoint in ``run_dir`` (fresh if there is none), or a checkpoint path.
+        dist_timeout_s: how long a collective (and the rendezvous) waits for the other processes
+            before the run fails with :class:`PeerLostError` (multi-process runs only).
 
     Returns:
         Where the run stopped and what it wrote.
+
+    Raises:
+        PeerLostError: a collective failed or timed out (another process died or hung).
     """
-    info = tdist.init_distributed(recipe.engine.device, recipe.engine.dist_backend)
-    try:
-        return _train(recipe, Path(run_dir), resume, info)
-    finally:
-        tdist.cleanup()
+    run_path = Path(run_dir)
+    with PreemptionWatch() as watch:
+        info = tdist.init_distributed(
+            recipe.engine.device, recipe.engine.dist_backend, timeout_min=dist_timeout_s / 60.0
+        )
+        progress = _Progress()
+        try:
+            return _train(recipe, run_path, resume, info, watch, progress)
+        except RuntimeError as err:
+            if not (info.distributed and tdist.is_collective_failure(err)):
+                raise
+            raise tdist.peer_lost_error(
+                info, err, dist_timeout_s, progress.step, progress.last_checkpoint
+            ) from err
+        finally:
+            tdist.cleanup()
 
 
-def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistInfo) -> RunResult:
+@dataclass
+class _Progress:
+    """How far the session got, for the message of a failed collective."""
+
+    step: int = 0
+    last_checkpoint: Path | None = None
+
+
+def _train(
+    recipe: Recipe,
+    run_dir: Path,
+    resume: str | None,
+    info: tdist.DistInfo,
+    watch: PreemptionWatch,
+    progress: _Progress,
+) -> RunResult:
     if info.device.type == "cuda":
         torch.backends.cudnn.benchmark = recipe.engine.cudnn_benchmark
     checkpoint = _resume_point(run_dir, resume, info)  # resolved before anything is written
@@ -123,19 +181,33 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
     _make_run_dir(run_dir, info)
     data = build_train_data(recipe, info)
     state = TrainState.build(recipe, info, data.sampler, checkpoint)
+    progress.step, progress.last_checkpoint = state.step, state.last_checkpoint
     stop_step = _stop_step(recipe, state.total_steps)
     _start_session(run_dir, state, stop_step)
+    preempted = False
+    steps = iterate_steps(data, state.step, stop_step)
     with _run_logger(run_dir, state, stop_step, resumed=checkpoint is not None) as run_logger:
         state.start_clock()
         run_logger.start(time.perf_counter())
-        for step, micro_batches in iterate_steps(data, state.step, stop_step):
-            metrics = train_step(state, micro_batches, step)
+        for step, micro_batches in steps:
+            metrics = train_step(state, micro_batches, step, lambda: watch.requested)
+            progress.step = state.step
             run_logger.log(metrics, time.perf_counter())
-            if _checkpoint_due(state, stop_step):
+            preempted = metrics.stop_requested and state.step < stop_step
+            if preempted or _checkpoint_due(state, stop_step):
                 _save(state, run_dir)
+                progress.last_checkpoint = state.last_checkpoint
+            if preempted:
+                break
+    if isinstance(steps, Generator):
+        steps.close()  # a preempted session ends its loader workers now
     wall = state.wall_time_s
     export_dir = _export(state, run_dir, wall) if state.step == stop_step else None
     _write_summary(run_dir, state, wall, export_dir)
+    # The signal may have reached another process only: name it when this one saw it.
+    signal_name = watch.received.name if watch.received is not None else None
+    if preempted:
+        _mark_preempted(run_dir, state, signal_name)
     tdist.barrier(info)
     return RunResult(
         run_dir,
@@ -147,6 +219,25 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
         wall,
         state.num_replaced,
         run_logger.images_per_s,
+        preempted=preempted,
+        stop_signal=signal_name if preempted else None,
+    )
+
+
+def _mark_preempted(run_dir: Path, state: TrainState, signal_name: str | None) -> None:
+    """Log the stop and write the ``preempted`` marker (main process)."""
+    if not state.dist.is_main:
+        return
+    why = signal_name or "a stop signal on another process"
+    write_preempted_marker(
+        run_dir, step=state.step, signal_name=why, checkpoint=state.last_checkpoint
+    )
+    logger.warning(
+        "stopped by %s at step %d/%d; checkpoint %s (continue with --resume auto)",
+        why,
+        state.step,
+        state.total_steps,
+        state.last_checkpoint,
     )
 
 
@@ -189,6 +280,7 @@ def _start_session(run_dir: Path, state: TrainState, stop_step: int) -> None:
         return
     atomic_write_text(run_dir / "recipe.json", state.recipe_json + "\n")
     remove_stale_temp_files(run_dir)
+    clear_preempted_marker(run_dir)
     recipe = state.recipe
     logger.info(
         "recipe %s: world size %d, per-device batch %d, accumulation %d, global batch %d, "

@@ -12,6 +12,11 @@ Examples::
 ``<name>`` is a catalog checkpoint name, a recipe name (``list`` shows them) or a ``.toml`` path.
 The run goes to ``<output-dir>/<recipe name>/`` (default ``runs/``): ``recipe.json``,
 ``log.jsonl``, ``checkpoints/``, ``summary.json`` and the exported hub folder ``export/``.
+
+SIGTERM (Slurm's notice before preemption) or SIGINT (Ctrl-C) stops the run at the end of the step
+in flight with a checkpoint and the marker ``<run folder>/preempted``; the command exits 0 and
+prints ``preempted at step N: resume with <the command> --resume auto``. Exit codes: 0 done or
+preempted, 2 bad input, 3 non-finite loss, 4 another process of the job was lost.
 """
 
 from __future__ import annotations
@@ -19,14 +24,22 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from selfsup_zoo.training import data as sdata
-from selfsup_zoo.training.engine import CheckpointError, NonFiniteLossError, train
+from selfsup_zoo.training.dist import DEFAULT_TIMEOUT_S
+from selfsup_zoo.training.engine import (
+    CheckpointError,
+    NonFiniteLossError,
+    PeerLostError,
+    RunResult,
+    train,
+)
 from selfsup_zoo.training.recipe import Recipe, RecipeError, list_recipes, load_recipe
 
-__all__ = ["main", "build_parser", "resolve_recipe"]
+__all__ = ["main", "build_parser", "resolve_recipe", "resume_command"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="override recipe fields, e.g. --set optim.base_lr=0.1 engine.epochs=2",
     )
     p.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="multi-process runs: how long a collective waits for the other processes before "
+        f"the job fails (a process died or hung; default {DEFAULT_TIMEOUT_S:g})",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="print the resolved recipe and the batch layout, then exit",
@@ -83,6 +104,56 @@ def resolve_recipe(name: str, data_root: str | None, overrides: list[str]) -> Re
     if data_root:
         extra.append(f"data.root={_toml_string(data_root)}")
     return load_recipe(name, extra)
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command line that continues the run of ``args`` (the same one with ``--resume auto``).
+
+    Under ``torchrun`` the launcher's process counts are kept (``GROUP_WORLD_SIZE`` nodes of
+    ``LOCAL_WORLD_SIZE`` processes); a multi-node job also needs its rendezvous options again.
+
+    Args:
+        args: the parsed command line of this run.
+
+    Returns:
+        The shell command, quoted.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        nodes = os.environ.get("GROUP_WORLD_SIZE", "1")
+        local = os.environ.get("LOCAL_WORLD_SIZE", str(world))
+        words = ["torchrun"]
+        words += [f"--nnodes={nodes}"] if nodes != "1" else ["--standalone"]
+        words += [f"--nproc_per_node={local}", "-m", "selfsup_zoo.training.reproduce"]
+    else:
+        words = ["python", "-m", "selfsup_zoo.training.reproduce"]
+    words.append(args.name)
+    if args.data_root:
+        words += ["--data-root", args.data_root]
+    words += ["--output-dir", args.output_dir]
+    if args.run_name:
+        words += ["--run-name", args.run_name]
+    if args.overrides:
+        words += ["--set", *args.overrides]
+    if args.dist_timeout != DEFAULT_TIMEOUT_S:
+        words += ["--dist-timeout", f"{args.dist_timeout:g}"]
+    if args.verbose:
+        words.append("-v")
+    words += ["--resume", "auto"]
+    return shlex.join(words)
+
+
+def _report(result: RunResult, args: argparse.Namespace) -> None:
+    """What the main process prints when a run ends (done or preempted)."""
+    print(f"run folder: {result.run_dir}")
+    print(
+        f"steps: {result.step}/{result.total_steps}, wall time {result.wall_time_s:.1f} s, "
+        f"unreadable images replaced: {result.num_replaced}"
+    )
+    if result.export_dir:
+        print(f"hub folder: {result.export_dir}")
+    if result.preempted:
+        print(f"preempted at step {result.step}: resume with {resume_command(args)}", flush=True)
 
 
 def _toml_string(text: str) -> str:
@@ -153,21 +224,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_dir = Path(args.output_dir) / (args.run_name or recipe.name)
     try:
-        result = train(recipe, run_dir, resume=args.resume)
+        result = train(recipe, run_dir, resume=args.resume, dist_timeout_s=args.dist_timeout)
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    except PeerLostError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 4
     except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if rank == 0:
-        print(f"run folder: {result.run_dir}")
-        print(
-            f"steps: {result.step}/{result.total_steps}, wall time {result.wall_time_s:.1f} s, "
-            f"unreadable images replaced: {result.num_replaced}"
-        )
-        if result.export_dir:
-            print(f"hub folder: {result.export_dir}")
+        _report(result, args)
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +35,9 @@ class StepMetrics:
 
     ``step`` counts the steps done including this one (1-based); ``losses`` holds every term the
     method returned (``loss`` is the optimised total); ``num_replaced`` counts unreadable images
-    replaced in this step over all processes, ``num_replaced_total`` over the whole run.
+    replaced in this step over all processes, ``num_replaced_total`` over the whole run;
+    ``stop_requested`` is True on every process when any process asked to stop (a stop signal,
+    ``selfsup_zoo.training.preemption``) before this step's all-reduce.
     """
 
     step: int
@@ -46,6 +48,7 @@ class StepMetrics:
     losses: dict[str, float]
     num_replaced: int
     num_replaced_total: int
+    stop_requested: bool = False
 
 
 def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -91,15 +94,25 @@ def _forward_backward(
 
 
 def _mean_over_processes(
-    state: TrainState, sums: dict[str, torch.Tensor], replaced: int
-) -> tuple[dict[str, float], int]:
-    """One all-reduce for the loss terms and the replaced-image count (summed over processes)."""
+    state: TrainState, sums: dict[str, torch.Tensor], replaced: int, stop: bool
+) -> tuple[dict[str, float], int, bool]:
+    """One all-reduce for the loss terms, the replaced-image count and the stop request.
+
+    The stop request rides along in the same tensor (no extra collective): every process learns
+    in the same step that one of them was asked to stop. Appending entries changes no other sum.
+
+    Returns:
+        The loss terms averaged over processes, the replaced images summed over them, and whether
+        any process requested a stop.
+    """
     keys = list(sums)
     device = state.dist.device
-    packed = torch.stack([sums[k] for k in keys] + [torch.tensor(float(replaced), device=device)])
+    extra = torch.tensor([float(replaced), 1.0 if stop else 0.0], device=device)
+    packed = torch.cat([torch.stack([sums[k] for k in keys]), extra])
     packed = tdist.all_mean(packed, state.dist).cpu()
     values = {k: float(packed[i]) for i, k in enumerate(keys)}
-    return values, int(round(float(packed[-1]) * state.dist.world_size))
+    replaced_all = int(round(float(packed[-2]) * state.dist.world_size))
+    return values, replaced_all, float(packed[-1]) > 0.0
 
 
 def _optimizer_step(state: TrainState, info: StepInfo) -> None:
@@ -135,7 +148,12 @@ def _non_finite_message(state: TrainState, values: dict[str, float]) -> str:
     )
 
 
-def train_step(state: TrainState, micro_batches: Iterable[MicroBatch], step: int) -> StepMetrics:
+def train_step(
+    state: TrainState,
+    micro_batches: Iterable[MicroBatch],
+    step: int,
+    stop_requested: Callable[[], bool] | None = None,
+) -> StepMetrics:
     """Run global step ``step`` (0-based) on this process and advance ``state`` by one step.
 
     Args:
@@ -143,6 +161,9 @@ def train_step(state: TrainState, micro_batches: Iterable[MicroBatch], step: int
         micro_batches: this process's ``state.accum`` micro-batches of the step, on the device
             (read one at a time).
         step: the global step.
+        stop_requested: read after the backward pass on this process (e.g.
+            ``PreemptionWatch.requested``); the result's ``stop_requested`` is its OR over
+            processes. None = never.
 
     Returns:
         The step's metrics (the same on every process).
@@ -163,7 +184,8 @@ def train_step(state: TrainState, micro_batches: Iterable[MicroBatch], step: int
     weight_decay = float(state.schedules.weight_decay[step])
     apply_schedules(state.optimizer, lr, weight_decay)
     sums, replaced = _forward_backward(state, micro_batches, info)
-    values, replaced_all = _mean_over_processes(state, sums, replaced)
+    stop = stop_requested() if stop_requested is not None else False
+    values, replaced_all, stop_all = _mean_over_processes(state, sums, replaced, stop)
     if not all(math.isfinite(v) for v in values.values()):
         state.optimizer.zero_grad(set_to_none=True)
         raise NonFiniteLossError(_non_finite_message(state, values))
@@ -181,4 +203,5 @@ def train_step(state: TrainState, micro_batches: Iterable[MicroBatch], step: int
         losses=values,
         num_replaced=replaced_all,
         num_replaced_total=state.num_replaced,
+        stop_requested=stop_all,
     )
