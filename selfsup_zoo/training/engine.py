@@ -24,7 +24,12 @@ Invariants the design rests on
   fsynced and renamed, so a crash never leaves a half-written file under the final name; a damaged
   file is still detected on load (and ``resume="auto"`` falls back to the previous one).
 * **A non-finite loss stops the run** before the optimizer step and before any checkpoint is
-  written, so the last checkpoint on disk is the last good state.
+  written, so the last checkpoint on disk is the last good state. So does a checkpoint that cannot
+  be written (disk full): the earlier ones stay intact (``CheckpointWriteError``).
+* **One run per folder, checked before anything is written.** The main process holds a ``flock``
+  on ``<run>/.run.lock`` for the run's lifetime (``run_lock``); a second run on the folder, a
+  checkpoint of another recipe or method, or a data folder whose fingerprint changed since the
+  checkpoint (``resume_checks``) are refused before the folder is touched.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +49,7 @@ from selfsup_zoo.training import dist as tdist
 from selfsup_zoo.training.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
+    CheckpointWriteError,
     checkpoint_path,
     find_latest_checkpoint,
     list_checkpoints,
@@ -51,12 +58,14 @@ from selfsup_zoo.training.checkpoint import (
     remove_stale_temp_files,
     save_checkpoint,
 )
-from selfsup_zoo.training.data import default_cache_dir
+from selfsup_zoo.training.data import ImageFolderDataset, default_cache_dir
 from selfsup_zoo.training.export import export_method
 from selfsup_zoo.training.loader import build_train_data, iterate_steps
 from selfsup_zoo.training.provenance import export_provenance, git_commit
 from selfsup_zoo.training.recipe import Recipe
+from selfsup_zoo.training.resume_checks import DataIdentity, check_same_data, check_same_recipe
 from selfsup_zoo.training.rng import seed_everything
+from selfsup_zoo.training.run_lock import RunFolderLockedError, RunLock
 from selfsup_zoo.training.run_logger import RunLogger
 from selfsup_zoo.training.sampler import StepSampler
 from selfsup_zoo.training.state import TrainState, method_table
@@ -67,7 +76,9 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
+    "CheckpointWriteError",
     "NonFiniteLossError",
+    "RunFolderLockedError",
     "RunResult",
     "StepSampler",
     "train",
@@ -96,7 +107,13 @@ class RunResult:
     images_per_s: float
 
 
-def train(recipe: Recipe, run_dir: str | Path, *, resume: str | None = None) -> RunResult:
+def train(
+    recipe: Recipe,
+    run_dir: str | Path,
+    *,
+    resume: str | None = None,
+    allow_data_change: bool = False,
+) -> RunResult:
     """Run (or resume) a recipe in ``run_dir``; call from every process of a ``torchrun`` job.
 
     Args:
@@ -104,25 +121,45 @@ def train(recipe: Recipe, run_dir: str | Path, *, resume: str | None = None) -> 
         run_dir: the run folder (``recipe.json``, ``log.jsonl``, ``checkpoints/``, ``export/``).
         resume: None = fresh run (refuses a run dir that already holds checkpoints), ``"auto"`` =
             newest good checkpoint in ``run_dir`` (fresh if there is none), or a checkpoint path.
+        allow_data_change: resume even when the data folder's fingerprint differs from the
+            checkpoint's (a warning instead of a refusal).
 
     Returns:
         Where the run stopped and what it wrote.
+
+    Raises:
+        RunFolderLockedError: another live run holds ``run_dir`` (nothing was written).
+        CheckpointError: the resume checkpoint is damaged, of another recipe or method, or of a
+            changed data folder (nothing was written); ``CheckpointWriteError``: a checkpoint
+            could not be written (the earlier ones are intact).
     """
     info = tdist.init_distributed(recipe.engine.device, recipe.engine.dist_backend)
+    lock = RunLock(run_dir)
     try:
-        return _train(recipe, Path(run_dir), resume, info)
+        _lock_run_dir(lock, info, create=False)  # refuse at once while another run holds it
+        return _train(recipe, Path(run_dir), resume, info, lock, allow_data_change)
     finally:
+        lock.release()
         tdist.cleanup()
 
 
-def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistInfo) -> RunResult:
+def _train(
+    recipe: Recipe,
+    run_dir: Path,
+    resume: str | None,
+    info: tdist.DistInfo,
+    lock: RunLock,
+    allow_data_change: bool,
+) -> RunResult:
     if info.device.type == "cuda":
         torch.backends.cudnn.benchmark = recipe.engine.cudnn_benchmark
     checkpoint = _resume_point(run_dir, resume, info)  # resolved before anything is written
     seed_everything(recipe.engine.seed + info.rank)
-    _make_run_dir(run_dir, info)
     data = build_train_data(recipe, info)
+    data_identity = _check_resume(checkpoint, recipe, data.dataset, info, allow_data_change)
+    _make_run_dir(run_dir, info, lock)
     state = TrainState.build(recipe, info, data.sampler, checkpoint)
+    state.data_identity = data_identity
     stop_step = _stop_step(recipe, state.total_steps)
     _start_session(run_dir, state, stop_step)
     with _run_logger(run_dir, state, stop_step, resumed=checkpoint is not None) as run_logger:
@@ -171,9 +208,57 @@ def _resume_point(
     return found
 
 
-def _make_run_dir(run_dir: Path, info: tdist.DistInfo) -> None:
+def _check_resume(
+    checkpoint: tuple[Path, dict[str, Any]] | None,
+    recipe: Recipe,
+    dataset: ImageFolderDataset,
+    info: tdist.DistInfo,
+    allow_data_change: bool,
+) -> DataIdentity:
+    """Refuse a checkpoint of another recipe, method or data folder; returns the data's identity.
+
+    The fingerprint (one ``stat`` per image) is taken on the main process and shared, so every
+    process decides alike.
+    """
+    identity: DataIdentity = tdist.broadcast_object(
+        DataIdentity.of(dataset) if info.is_main else None, info
+    )
+    if checkpoint is not None:
+        path, saved = checkpoint
+        check_same_recipe(saved, path, recipe)
+        check_same_data(saved, path, identity, allow_change=allow_data_change)
+    return identity
+
+
+def _on_main_shared(info: tdist.DistInfo, action: Callable[[], object]) -> None:
+    """Run ``action`` on the main process; if it raises a ``RunFolderLockedError`` or a
+    ``CheckpointError``, every process raises it (no rank is left waiting in a collective)."""
+    error: RunFolderLockedError | CheckpointError | None = None
+    if info.is_main:
+        try:
+            action()
+        except (RunFolderLockedError, CheckpointError) as err:
+            error = err
+    shared = tdist.broadcast_object(
+        None if error is None else (isinstance(error, CheckpointWriteError), str(error)), info
+    )
+    if error is not None:
+        raise error
+    if shared is not None:
+        is_write, message = shared
+        raise CheckpointWriteError(message) if is_write else RunFolderLockedError(message)
+
+
+def _lock_run_dir(lock: RunLock, info: tdist.DistInfo, *, create: bool) -> None:
+    """Take the run folder's lock on the main process (see ``run_lock``); ``create=False`` only
+    checks an existing lock file, writing nothing."""
+    _on_main_shared(info, lambda: lock.acquire(create=create))
+
+
+def _make_run_dir(run_dir: Path, info: tdist.DistInfo, lock: RunLock) -> None:
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+    _lock_run_dir(lock, info, create=True)
     tdist.barrier(info)
 
 
@@ -233,10 +318,13 @@ def _checkpoint_due(state: TrainState, stop_step: int) -> bool:
 def _save(state: TrainState, run_dir: Path) -> None:
     """Checkpoint the state (every process takes part; the main one writes and prunes)."""
     payload = state.state_dict()
-    if not state.dist.is_main:
-        return
+    _on_main_shared(state.dist, lambda: _write_checkpoint(state, run_dir, payload))
+
+
+def _write_checkpoint(state: TrainState, run_dir: Path, payload: dict[str, Any]) -> None:
+    """Write the checkpoint of ``state.step`` and prune the old ones (main process)."""
     path = checkpoint_path(run_dir, state.step)
-    save_checkpoint(payload, path)
+    save_checkpoint(payload, path)  # CheckpointWriteError on a full disk: earlier files intact
     prune_checkpoints(run_dir, state.recipe.engine.keep_last)
     state.last_checkpoint = path
 

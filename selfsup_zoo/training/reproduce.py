@@ -23,7 +23,12 @@ import sys
 from pathlib import Path
 
 from selfsup_zoo.training import data as sdata
-from selfsup_zoo.training.engine import CheckpointError, NonFiniteLossError, train
+from selfsup_zoo.training.engine import (
+    CheckpointError,
+    NonFiniteLossError,
+    RunFolderLockedError,
+    train,
+)
 from selfsup_zoo.training.recipe import Recipe, RecipeError, list_recipes, load_recipe
 
 __all__ = ["main", "build_parser", "resolve_recipe"]
@@ -60,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="auto|PATH",
         help="continue from the newest good checkpoint of the run folder (auto, the default "
         "when the flag is given bare) or from a checkpoint file",
+    )
+    p.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="resume even though the data folder's images changed since the checkpoint (its "
+        "fingerprint differs); without it such a resume is refused",
     )
     p.add_argument(
         "--set",
@@ -153,11 +164,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_dir = Path(args.output_dir) / (args.run_name or recipe.name)
     try:
-        result = train(recipe, run_dir, resume=args.resume)
+        result = train(
+            recipe, run_dir, resume=args.resume, allow_data_change=args.allow_data_change
+        )
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
-    except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as err:
+    except (
+        CheckpointError,
+        RunFolderLockedError,
+        FileExistsError,
+        FileNotFoundError,
+        ValueError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if rank == 0:
