@@ -4,7 +4,8 @@ The resumed run is a fresh process whose file size limit (``RLIMIT_FSIZE``) is h
 with ``SIGXFSZ`` ignored, so the kernel fails the checkpoint's write with ``EFBIG`` exactly as a
 full disk fails it with ``ENOSPC`` (``log.jsonl`` and ``recipe.json`` stay far below the limit).
 The previous checkpoint must stay intact and loadable, no temporary file may be left, and the run
-must stop with an error naming the file, the space it needed and what to do.
+must stop with an error naming the file, the space it needed and what to do. A second test gets a
+real ``ENOSPC`` from ``/dev/full`` to check the full-disk wording.
 
 Runtime on 2 shared CPU cores: about 20-40 s.
 """
@@ -15,10 +16,18 @@ import resource
 import signal
 import subprocess
 
+import pytest
+import torch
 from test_engine import tensors_equal, tiny
 
 from selfsup_zoo.hub import file_sha256
-from selfsup_zoo.training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
+from selfsup_zoo.training.checkpoint import (
+    CheckpointWriteError,
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from selfsup_zoo.training.engine import train
 from selfsup_zoo.training.recipe import load_recipe
 
@@ -81,3 +90,20 @@ def test_checkpoint_write_failing_keeps_previous_and_stops_clearly(tmp_path, ima
     a, b = load_checkpoint(ref.last_checkpoint), load_checkpoint(res.last_checkpoint)
     for key in ("method", "optimizer", "step"):
         assert tensors_equal(a[key], b[key], key) == []
+
+
+def test_full_disk_error_names_file_space_and_remedy(tmp_path):
+    """``ENOSPC`` from the kernel: the temporary file is a symlink to ``/dev/full``, which fails
+    every write with "No space left on device"."""
+    path = tmp_path / "checkpoints" / "step_000000002.pt"
+    path.parent.mkdir()
+    path.write_bytes(b"previous")
+    (path.parent / f".{path.name}.tmp").symlink_to("/dev/full")
+    state = {"format": "x", "method": {"w": torch.zeros(1 << 18)}}  # 1 MiB of tensors
+    with pytest.raises(CheckpointWriteError) as err:
+        save_checkpoint(state, path)
+    msg = str(err.value)
+    assert f"could not write checkpoint {path}: the disk is full" in msg, msg
+    assert "needs about 1.0 MiB (1048576 bytes" in msg and "--resume auto" in msg
+    assert path.read_bytes() == b"previous"
+    assert [p.name for p in path.parent.iterdir()] == [path.name], "temporary file removed"
