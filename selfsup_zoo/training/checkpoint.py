@@ -10,16 +10,23 @@ before it reaches the disk. Keys (format ``selfsup_zoo.training.checkpoint/1``):
 ``world_size``, ``method`` (state dict), ``optimizer``, ``scaler`` (``{}`` without fp16), ``rng``
 (one entry per rank), ``num_replaced``, ``wall_time_s``, ``git_commit``, ``complete`` (True) and,
 in checkpoints written since the provenance was recorded, ``provenance`` (a dict of strings and
-numbers). Readers treat ``provenance`` as optional, so older checkpoints load unchanged.
+numbers) and, since the data fingerprint was recorded, ``data`` (``fingerprint``, ``images``,
+``root`` of the training image folder). Readers treat ``provenance`` and ``data`` as optional, so
+older checkpoints load unchanged.
 
 Files are written to a temporary ``.<name>.tmp`` in the same folder, fsynced and renamed, so a crash
 never leaves a half-written file under the final name; a damaged file (cut off while copied) is
-still detected on load, and :func:`find_latest_checkpoint` falls back to the previous one.
+still detected on load, and :func:`find_latest_checkpoint` falls back to the previous one. A save
+that fails (disk full, file size limit, quota) removes its temporary file, leaves the previous
+checkpoints untouched and raises :class:`CheckpointWriteError` naming the file, the space it needed
+and what to do.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import shutil
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -33,6 +40,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
+    "CheckpointWriteError",
     "checkpoint_path",
     "save_checkpoint",
     "load_checkpoint",
@@ -54,6 +62,10 @@ _PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used (missing, truncated, corrupt, or from another run)."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (no space, file size limit, quota, I/O error)."""
 
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
@@ -87,7 +99,64 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """
     _check_plain(state, "state")
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: torch.save(state, f))
+    try:
+        atomic_write(path, lambda f: torch.save(state, f))
+    except OSError as err:  # the temporary file is already gone (atomic_write removes it)
+        raise CheckpointWriteError(_write_failure(path, state, err)) from err
+    except RuntimeError as err:
+        # torch.save's zip writer turns the OSError of a failed write into a RuntimeError
+        # ("unexpected pos ...") whose context is that OSError
+        cause = _os_error_in(err)
+        if cause is None:
+            raise
+        raise CheckpointWriteError(_write_failure(path, state, cause)) from err
+
+
+def _os_error_in(err: BaseException) -> OSError | None:
+    """The first OSError in the cause/context chain of ``err``, if any."""
+    seen: BaseException | None = err
+    for _ in range(8):  # a short chain; guards against a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _payload_bytes(value: object) -> int:
+    """The tensor bytes of a checkpoint payload (a lower bound of its file size)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_payload_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_payload_bytes(v) for v in value)
+    return 0
+
+
+def _write_failure(path: Path, state: dict[str, Any], err: BaseException) -> str:
+    """The message of a failed save: the file, the space it needed, the space left, what to do."""
+    needed = _payload_bytes(state)
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free there now"
+    except OSError:
+        free = "free space unknown"
+    code = getattr(err, "errno", None)
+    if code == errno.ENOSPC:
+        cause = "the disk is full"
+    elif code == errno.EDQUOT:
+        cause = "the disk quota is exhausted"
+    elif code == errno.EFBIG:
+        cause = "the file exceeds the size limit of this process or file system (ulimit -f)"
+    else:
+        cause = f"the write failed ({type(err).__name__}: {err})"
+    return (
+        f"could not write checkpoint {path}: {cause}. It needs about {needed / 2**20:.1f} MiB "
+        f"({needed} bytes of tensors; {free}). Nothing was left half-written and the earlier "
+        "checkpoints are intact: free space (or lower engine.keep_last), then continue with "
+        "--resume auto"
+    )
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -24,7 +24,12 @@ Invariants the design rests on
   fsynced and renamed, so a crash never leaves a half-written file under the final name; a damaged
   file is still detected on load (and ``resume="auto"`` falls back to the previous one).
 * **A non-finite loss stops the run** before the optimizer step and before any checkpoint is
-  written, so the last checkpoint on disk is the last good state.
+  written, so the last checkpoint on disk is the last good state. So does a checkpoint that cannot
+  be written (disk full): the earlier ones stay intact (``CheckpointWriteError``).
+* **One run per folder, checked before anything is written.** The main process holds a ``flock``
+  on ``<run>/.run.lock`` for the run's lifetime (``run_lock``); a second run on the folder, a
+  checkpoint of another recipe or method, or a data folder whose fingerprint changed since the
+  checkpoint (``resume_checks``) are refused before the folder is touched.
 * **A stop signal ends the run cleanly.** SIGTERM (Slurm's notice before preemption) or SIGINT on
   any process finishes the step in flight on every process, writes a checkpoint and the
   ``preempted`` marker, and returns with ``RunResult.preempted`` set (``preemption``).
@@ -38,7 +43,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +55,7 @@ from selfsup_zoo.training import dist as tdist
 from selfsup_zoo.training.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
+    CheckpointWriteError,
     checkpoint_path,
     find_latest_checkpoint,
     list_checkpoints,
@@ -58,7 +64,7 @@ from selfsup_zoo.training.checkpoint import (
     remove_stale_temp_files,
     save_checkpoint,
 )
-from selfsup_zoo.training.data import default_cache_dir
+from selfsup_zoo.training.data import ImageFolderDataset, default_cache_dir
 from selfsup_zoo.training.dist import PeerLostError
 from selfsup_zoo.training.export import export_method
 from selfsup_zoo.training.loader import build_train_data, iterate_steps
@@ -69,7 +75,9 @@ from selfsup_zoo.training.preemption import (
 )
 from selfsup_zoo.training.provenance import export_provenance, git_commit
 from selfsup_zoo.training.recipe import Recipe
+from selfsup_zoo.training.resume_checks import DataIdentity, check_same_data, check_same_recipe
 from selfsup_zoo.training.rng import seed_everything
+from selfsup_zoo.training.run_lock import RunFolderLockedError, RunLock
 from selfsup_zoo.training.run_logger import RunLogger
 from selfsup_zoo.training.sampler import StepSampler
 from selfsup_zoo.training.state import TrainState, method_table
@@ -80,8 +88,10 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
+    "CheckpointWriteError",
     "NonFiniteLossError",
     "PeerLostError",
+    "RunFolderLockedError",
     "RunResult",
     "StepSampler",
     "train",
@@ -119,6 +129,7 @@ def train(
     *,
     resume: str | None = None,
     dist_timeout_s: float = tdist.DEFAULT_TIMEOUT_S,
+    allow_data_change: bool = False,
 ) -> RunResult:
     """Run (or resume) a recipe in ``run_dir``; call from every process of a ``torchrun`` job.
 
@@ -133,11 +144,17 @@ def train(
             newest good checkpoint in ``run_dir`` (fresh if there is none), or a checkpoint path.
         dist_timeout_s: how long a collective (and the rendezvous) waits for the other processes
             before the run fails with :class:`PeerLostError` (multi-process runs only).
+        allow_data_change: resume even when the data folder's fingerprint differs from the
+            checkpoint's (a warning instead of a refusal).
 
     Returns:
         Where the run stopped and what it wrote.
 
     Raises:
+        RunFolderLockedError: another live run holds ``run_dir`` (nothing was written).
+        CheckpointError: the resume checkpoint is damaged, of another recipe or method, or of a
+            changed data folder (nothing was written); ``CheckpointWriteError``: a checkpoint
+            could not be written (the earlier ones are intact).
         PeerLostError: a collective failed or timed out (another process died or hung).
     """
     run_path = Path(run_dir)
@@ -146,8 +163,10 @@ def train(
             recipe.engine.device, recipe.engine.dist_backend, timeout_min=dist_timeout_s / 60.0
         )
         progress = _Progress()
+        lock = RunLock(run_path)
         try:
-            return _train(recipe, run_path, resume, info, watch, progress)
+            _lock_run_dir(lock, info, create=False)  # refuse at once while another run holds it
+            return _train(recipe, run_path, resume, info, watch, progress, lock, allow_data_change)
         except RuntimeError as err:
             if not (info.distributed and tdist.is_collective_failure(err)):
                 raise
@@ -155,6 +174,7 @@ def train(
                 info, err, dist_timeout_s, progress.step, progress.last_checkpoint
             ) from err
         finally:
+            lock.release()
             tdist.cleanup()
 
 
@@ -173,15 +193,19 @@ def _train(
     info: tdist.DistInfo,
     watch: PreemptionWatch,
     progress: _Progress,
+    lock: RunLock,
+    allow_data_change: bool,
 ) -> RunResult:
     if info.device.type == "cuda":
         torch.backends.cudnn.benchmark = recipe.engine.cudnn_benchmark
     checkpoint = _resume_point(run_dir, resume, info)  # resolved before anything is written
     seed_everything(recipe.engine.seed + info.rank)
-    _make_run_dir(run_dir, info)
     data = build_train_data(recipe, info)
+    data_identity = _check_resume(checkpoint, recipe, data.dataset, info, allow_data_change)
+    _make_run_dir(run_dir, info, lock)
     state = TrainState.build(recipe, info, data.sampler, checkpoint)
     progress.step, progress.last_checkpoint = state.step, state.last_checkpoint
+    state.data_identity = data_identity
     stop_step = _stop_step(recipe, state.total_steps)
     _start_session(run_dir, state, stop_step)
     preempted = False
@@ -262,9 +286,57 @@ def _resume_point(
     return found
 
 
-def _make_run_dir(run_dir: Path, info: tdist.DistInfo) -> None:
+def _check_resume(
+    checkpoint: tuple[Path, dict[str, Any]] | None,
+    recipe: Recipe,
+    dataset: ImageFolderDataset,
+    info: tdist.DistInfo,
+    allow_data_change: bool,
+) -> DataIdentity:
+    """Refuse a checkpoint of another recipe, method or data folder; returns the data's identity.
+
+    The fingerprint (one ``stat`` per image) is taken on the main process and shared, so every
+    process decides alike.
+    """
+    identity: DataIdentity = tdist.broadcast_object(
+        DataIdentity.of(dataset) if info.is_main else None, info
+    )
+    if checkpoint is not None:
+        path, saved = checkpoint
+        check_same_recipe(saved, path, recipe)
+        check_same_data(saved, path, identity, allow_change=allow_data_change)
+    return identity
+
+
+def _on_main_shared(info: tdist.DistInfo, action: Callable[[], object]) -> None:
+    """Run ``action`` on the main process; if it raises a ``RunFolderLockedError`` or a
+    ``CheckpointError``, every process raises it (no rank is left waiting in a collective)."""
+    error: RunFolderLockedError | CheckpointError | None = None
+    if info.is_main:
+        try:
+            action()
+        except (RunFolderLockedError, CheckpointError) as err:
+            error = err
+    shared = tdist.broadcast_object(
+        None if error is None else (isinstance(error, CheckpointWriteError), str(error)), info
+    )
+    if error is not None:
+        raise error
+    if shared is not None:
+        is_write, message = shared
+        raise CheckpointWriteError(message) if is_write else RunFolderLockedError(message)
+
+
+def _lock_run_dir(lock: RunLock, info: tdist.DistInfo, *, create: bool) -> None:
+    """Take the run folder's lock on the main process (see ``run_lock``); ``create=False`` only
+    checks an existing lock file, writing nothing."""
+    _on_main_shared(info, lambda: lock.acquire(create=create))
+
+
+def _make_run_dir(run_dir: Path, info: tdist.DistInfo, lock: RunLock) -> None:
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+    _lock_run_dir(lock, info, create=True)
     tdist.barrier(info)
 
 
@@ -325,10 +397,13 @@ def _checkpoint_due(state: TrainState, stop_step: int) -> bool:
 def _save(state: TrainState, run_dir: Path) -> None:
     """Checkpoint the state (every process takes part; the main one writes and prunes)."""
     payload = state.state_dict()
-    if not state.dist.is_main:
-        return
+    _on_main_shared(state.dist, lambda: _write_checkpoint(state, run_dir, payload))
+
+
+def _write_checkpoint(state: TrainState, run_dir: Path, payload: dict[str, Any]) -> None:
+    """Write the checkpoint of ``state.step`` and prune the old ones (main process)."""
     path = checkpoint_path(run_dir, state.step)
-    save_checkpoint(payload, path)
+    save_checkpoint(payload, path)  # CheckpointWriteError on a full disk: earlier files intact
     prune_checkpoints(run_dir, state.recipe.engine.keep_last)
     state.last_checkpoint = path
 

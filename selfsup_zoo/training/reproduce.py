@@ -34,6 +34,7 @@ from selfsup_zoo.training.engine import (
     CheckpointError,
     NonFiniteLossError,
     PeerLostError,
+    RunFolderLockedError,
     RunResult,
     train,
 )
@@ -73,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="auto|PATH",
         help="continue from the newest good checkpoint of the run folder (auto, the default "
         "when the flag is given bare) or from a checkpoint file",
+    )
+    p.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="resume even though the data folder's images changed since the checkpoint (its "
+        "fingerprint differs); without it such a resume is refused",
     )
     p.add_argument(
         "--set",
@@ -224,14 +231,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_dir = Path(args.output_dir) / (args.run_name or recipe.name)
     try:
-        result = train(recipe, run_dir, resume=args.resume, dist_timeout_s=args.dist_timeout)
+        result = train(
+            recipe,
+            run_dir,
+            resume=args.resume,
+            dist_timeout_s=args.dist_timeout,
+            allow_data_change=args.allow_data_change,
+        )
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
     except PeerLostError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 4
-    except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as err:
+    except (
+        CheckpointError,
+        RunFolderLockedError,
+        FileExistsError,
+        FileNotFoundError,
+        ValueError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if rank == 0:

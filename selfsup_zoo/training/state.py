@@ -29,6 +29,7 @@ from selfsup_zoo.training.methods import Method, build_method, method_classes
 from selfsup_zoo.training.optim import Schedules, build_optimizer
 from selfsup_zoo.training.provenance import RunProvenance, describe_devices, device_name
 from selfsup_zoo.training.recipe import Recipe
+from selfsup_zoo.training.resume_checks import DATA_KEY, DataIdentity
 from selfsup_zoo.training.rng import capture_rng, restore_rng, seed_everything
 from selfsup_zoo.training.sampler import StepSampler
 
@@ -126,6 +127,8 @@ class TrainState:
     num_replaced: int = 0
     wall_time_before: float = 0.0
     last_checkpoint: Path | None = None
+    # The training images' fingerprint and count, stored in every checkpoint (resume_checks).
+    data_identity: DataIdentity | None = None
     _clock_start: float = field(default_factory=time.perf_counter)
 
     # ---------------------------------------------------------------------------------------------
@@ -237,7 +240,12 @@ class TrainState:
             "git_commit": self.provenance.git_commit,
             "provenance": self.provenance.to_dict(),
             "complete": True,
+            **self._data_entry(),
         }
+
+    def _data_entry(self) -> dict[str, Any]:
+        """The checkpoint's ``data`` entry (the data identity), empty when it is unknown."""
+        return {} if self.data_identity is None else {DATA_KEY: self.data_identity.to_dict()}
 
     def load_state_dict(self, state: dict[str, Any], source: Path | None = None) -> None:
         """Restore a checkpoint written by :meth:`state_dict` (or by an earlier engine).
