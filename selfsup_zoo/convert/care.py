@@ -29,7 +29,13 @@ import torch
 from torch import nn
 
 from ..hub import ConversionError, compare_keys
-from . import Conversion, match_architecture, resolve_checkpoint_name, strip_prefix
+from .common import (
+    Conversion,
+    match_architecture,
+    resolve_checkpoint_name,
+    state_dict_keys,
+    strip_prefix,
+)
 
 __all__ = [
     "STUDENT_PREFIX",
@@ -42,6 +48,7 @@ __all__ = [
     "from_official_state_dict",
     "fold_linear_bn",
     "convert_care",
+    "looks_like_care",
 ]
 
 # --------------------------------------------------------------------------------------------------
@@ -186,6 +193,10 @@ _TRAINING_ONLY = (*T_STREAM_AND_HEAD_PREFIXES, "fc.0.")
 _BN_EPS = 1e-5
 
 
+# A key every ResNet has (timm's and the official one alike), whatever the prefix.
+_RESNET_MARKER = "layer1.0.conv1.weight"
+
+
 def _encoder_only(state: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], list[str]]:
     kept = {k: v for k, v in state.items() if not k.startswith(_TRAINING_ONLY)}
     dropped = sorted({k.split(".")[0] for k in state if k.startswith(_TRAINING_ONLY)})
@@ -208,6 +219,21 @@ def _unwrap(obj: Any) -> Any:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             return obj[key]
     return obj
+
+
+def looks_like_care(obj: object) -> bool:
+    """Whether a loaded file holds a CARE network: its encoders' prefixes, or ResNet keys.
+
+    Args:
+        obj: the loaded checkpoint.
+
+    Returns:
+        True for every layout :func:`convert_care` reads (and for any ResNet state dict).
+    """
+    return any(
+        "student_encoder." in k or "teacher_encoder." in k or k.endswith(_RESNET_MARKER)
+        for k in state_dict_keys(obj)
+    )
 
 
 def convert_care(

@@ -35,7 +35,7 @@ import timm
 import torch
 from torch import nn
 
-from selfsup_zoo.convert import load_official
+from selfsup_zoo.convert.loading import load_official
 from selfsup_zoo.convert.care import (
     STUDENT_PREFIX,
     TEACHER_PREFIX,
