@@ -98,26 +98,31 @@ def unsafe_checkpoint_error(
 
     Args:
         path: the refused file.
-        err: what ``torch.load(weights_only=True)`` raised.
+        err: what ``torch.load(weights_only=True)`` raised, or an error raised from it.
 
     Returns:
         The error to raise, naming the first global or object the file needed (torch's own advice to
         turn the safe loader off is not repeated).
     """
-    text = str(err)
-    detail = next(
-        (line.strip() for line in text.splitlines() if "WeightsUnpickler error:" in line), ""
-    )
-    detail = detail.replace("WeightsUnpickler error:", "").strip()
-    if not detail:
-        detail = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-    # torch's suggestion to allow-list the global is advice for trusted files: not repeated here.
-    detail = detail.split(". Please use `torch.serialization", 1)[0]
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, pickle.UnpicklingError):
+        cause = cause.__cause__  # e.g. a CheckpointError raised from torch's refusal
+    text = str(cause if cause is not None else err)
+    # torch wraps the reason in advice to turn the safe loader off: keep only the reason.
+    advice = ("Weights only load failed", "(1)", "(2)", "Check the documentation of torch.load")
+    reasons = [
+        line.strip().replace("WeightsUnpickler error:", "").strip()
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith(advice)
+    ]
+    detail = reasons[0] if reasons else type(cause if cause is not None else err).__name__
+    detail = detail.split(" Please use `torch.serialization", 1)[0].rstrip(".")
     return UnsafeCheckpointError(
         f"Refusing to load {path}: it needs objects that are unsafe to unpickle ({detail}). "
-        "Official CARE/SERE checkpoints only hold tensors, numbers, numpy float64 scalars and an "
-        "argparse.Namespace; this file is something else, or has been tampered with. It was not "
-        "loaded. Check where it came from (and its sha256) before anything else."
+        "Official CARE/SERE checkpoints and this package's own only hold tensors, numbers, numpy "
+        "float64 scalars and an argparse.Namespace; this file is something else, or has been "
+        "tampered with. It was not loaded. Check where it came from (and its sha256) before "
+        "anything else."
     )
 
 
