@@ -214,6 +214,21 @@ def fold_linear_bn(
     return folded_w.to(weight.dtype), folded_b.to(bias.dtype)
 
 
+def _number(value: object) -> float | int | None:
+    """A scalar the official loop saved (int, float, or a 0-d tensor: its top-1 is all-reduced)
+    as a JSON-friendly number; anything else is None."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def _int_or_none(value: object) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None else None
+
+
 def _unwrap(obj: Any) -> Any:
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -275,8 +290,8 @@ def convert_care(
         provenance.update(
             format="linear-evaluation model",
             network="student",
-            linear_eval_epoch=obj.get("start_epoch"),
-            best_top1=obj.get("best_top1"),
+            linear_eval_epoch=_number(obj.get("start_epoch")),
+            best_top1=_number(obj.get("best_top1")),
         )
     else:
         model = obj.get("model") if isinstance(obj.get("model"), dict) else None
@@ -291,7 +306,7 @@ def convert_care(
                 raise ConversionError(f"{what} has no {which} encoder in 'model'.")
         if model is not None and full_prefix is not None:
             state, dropped = _encoder_only(strip_prefix(model, full_prefix))
-            epochs = obj.get("start_epoch")
+            epochs = _int_or_none(obj.get("start_epoch"))
             notes.append(
                 f"full pre-training checkpoint: exported the {which} encoder"
                 + (" (what the official linear evaluation uses)" if which == "student" else "")
