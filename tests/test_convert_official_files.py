@@ -169,11 +169,31 @@ def test_sere_importer_reads_a_train_sere_checkpoint(tmp_path) -> None:
         assert torch.equal(a, b), name
 
 
+def test_float64_scalars_pickled_under_numpy_1_load(tmp_path) -> None:
+    """numpy 1.x names the scalar reconstructor ``numpy.core.multiarray.scalar`` (2.x: ``_core``).
+    The legacy torch format keeps the pickle's text GLOBAL as is, so the name can be rewritten."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(
+        {"optimizer": {"param_groups": [{"lr": np.float64(0.25)}]}},
+        buf,
+        _use_new_zipfile_serialization=False,
+    )
+    raw = buf.getvalue()
+    new, old = b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar"
+    assert raw.count(new) == 1
+    src = tmp_path / "numpy1.pth"
+    src.write_bytes(raw.replace(new, old))
+    assert load_official(src) == {"optimizer": {"param_groups": [{"lr": 0.25}]}}
+
+
 @pytest.mark.parametrize(
     ("value", "why"),
     [(np.float32(0.5), "float32"), (np.int64(3), "int64"), (np.dtype("f8"), "numpy.dtype")],
 )
 def test_numpy_objects_other_than_float64_scalars_are_refused(tmp_path, value, why) -> None:
+    # numpy 2 pickles every dtype through numpy.dtype: only the float64 stand-in answers.
     src = tmp_path / "odd.pth"
     torch.save({"teacher": {}, "optimizer": {"param_groups": [{"lr": value}]}}, src)
     with pytest.raises(UnsafeCheckpointError, match="Refusing to load"):
