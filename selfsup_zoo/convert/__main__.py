@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for note in result.notes:
         print(f"note: {note}")
+    network = result.provenance.get("network", "unknown")
+    print(f"exported network: {network} (from the {result.provenance.get('format', 'file')})")
     print(
         f"architecture: {result.arch} (timm {result.timm_arch}), {len(result.state_dict)} tensors"
     )

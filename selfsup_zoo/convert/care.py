@@ -30,7 +30,13 @@ from torch import nn
 
 from ..errors import ConversionError
 from ..shapes import compare_keys
-from . import Conversion, match_architecture, resolve_checkpoint_name, strip_prefix
+from .common import (
+    Conversion,
+    match_architecture,
+    resolve_checkpoint_name,
+    state_dict_keys,
+    strip_prefix,
+)
 
 __all__ = [
     "STUDENT_PREFIX",
@@ -43,6 +49,7 @@ __all__ = [
     "from_official_state_dict",
     "fold_linear_bn",
     "convert_care",
+    "looks_like_care",
 ]
 
 # --------------------------------------------------------------------------------------------------
@@ -187,6 +194,10 @@ _TRAINING_ONLY = (*T_STREAM_AND_HEAD_PREFIXES, "fc.0.")
 _BN_EPS = 1e-5
 
 
+# A key every ResNet has (timm's and the official one alike), whatever the prefix.
+_RESNET_MARKER = "layer1.0.conv1.weight"
+
+
 def _encoder_only(state: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], list[str]]:
     kept = {k: v for k, v in state.items() if not k.startswith(_TRAINING_ONLY)}
     dropped = sorted({k.split(".")[0] for k in state if k.startswith(_TRAINING_ONLY)})
@@ -204,11 +215,41 @@ def fold_linear_bn(
     return folded_w.to(weight.dtype), folded_b.to(bias.dtype)
 
 
+def _number(value: object) -> float | int | None:
+    """A scalar the official loop saved (int, float, or a 0-d tensor: its top-1 is all-reduced)
+    as a JSON-friendly number; anything else is None."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def _int_or_none(value: object) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None else None
+
+
 def _unwrap(obj: Any) -> Any:
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             return obj[key]
     return obj
+
+
+def looks_like_care(obj: object) -> bool:
+    """Whether a loaded file holds a CARE network: its encoders' prefixes, or ResNet keys.
+
+    Args:
+        obj: the loaded checkpoint.
+
+    Returns:
+        True for every layout :func:`convert_care` reads (and for any ResNet state dict).
+    """
+    return any(
+        "student_encoder." in k or "teacher_encoder." in k or k.endswith(_RESNET_MARKER)
+        for k in state_dict_keys(obj)
+    )
 
 
 def convert_care(
@@ -250,8 +291,8 @@ def convert_care(
         provenance.update(
             format="linear-evaluation model",
             network="student",
-            linear_eval_epoch=obj.get("start_epoch"),
-            best_top1=obj.get("best_top1"),
+            linear_eval_epoch=_number(obj.get("start_epoch")),
+            best_top1=_number(obj.get("best_top1")),
         )
     else:
         model = obj.get("model") if isinstance(obj.get("model"), dict) else None
@@ -266,7 +307,7 @@ def convert_care(
                 raise ConversionError(f"{what} has no {which} encoder in 'model'.")
         if model is not None and full_prefix is not None:
             state, dropped = _encoder_only(strip_prefix(model, full_prefix))
-            epochs = obj.get("start_epoch")
+            epochs = _int_or_none(obj.get("start_epoch"))
             notes.append(
                 f"full pre-training checkpoint: exported the {which} encoder"
                 + (" (what the official linear evaluation uses)" if which == "student" else "")

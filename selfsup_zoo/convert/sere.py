@@ -28,7 +28,13 @@ from typing import Any
 import torch
 
 from ..errors import ConversionError
-from . import Conversion, match_architecture, resolve_checkpoint_name, strip_prefix
+from .common import (
+    Conversion,
+    match_architecture,
+    resolve_checkpoint_name,
+    state_dict_keys,
+    strip_prefix,
+)
 
 #: The four SERE relation heads, inside the official backbone (§1.3).
 SERE_HEAD_NAMES: tuple[str, ...] = (
@@ -157,6 +163,24 @@ def merge_shared_last_layer(state: dict[str, torch.Tensor], part: str) -> None:
             state[k1] = state[k2]
         if k1 in state:
             state[k2] = state[k1]
+
+
+# Keys every ViT has (timm's and the official one alike), whatever the prefix.
+_VIT_MARKERS = ("blocks.0.attn.qkv.weight", "pos_embed")
+
+
+def looks_like_sere(obj: object) -> bool:
+    """Whether a loaded file holds a SERE network: ``student``/``teacher`` entries, or ViT keys.
+
+    Args:
+        obj: the loaded checkpoint.
+
+    Returns:
+        True for every layout :func:`convert_sere` reads (and for any ViT state dict).
+    """
+    if isinstance(obj, dict) and ("student" in obj or "teacher" in obj):
+        return True
+    return any(k.endswith(_VIT_MARKERS) for k in state_dict_keys(obj))
 
 
 def _training_only(key: str) -> bool:

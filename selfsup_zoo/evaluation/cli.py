@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from selfsup_zoo.catalog import UnknownNameError
+from selfsup_zoo.errors import ZooError
 from selfsup_zoo.evaluation.registry import ProtocolModule, ProtocolResult, load_protocol
 from selfsup_zoo.evaluation.results import format_table, software_versions, write_results
 from selfsup_zoo.evaluation.session import EvalSession, add_common_arguments
-from selfsup_zoo.hub import ZooError
 from selfsup_zoo.training import dist as tdist
 from selfsup_zoo.training.data import CorruptImageError
 

@@ -21,7 +21,8 @@ from typing import Any
 from torch import nn
 
 from selfsup_zoo import catalog
-from selfsup_zoo.hub import HubFolder, write_hub_folder
+from selfsup_zoo.convert.loading import is_unsafe_pickle_error, unsafe_checkpoint_error
+from selfsup_zoo.hub_folder import HubFolder, write_hub_folder
 from selfsup_zoo.training.checkpoint import CheckpointError, find_latest_checkpoint, load_checkpoint
 from selfsup_zoo.training.data import build_views
 from selfsup_zoo.training.methods import Method
@@ -111,6 +112,8 @@ def export_checkpoint(src: str | Path, out_dir: str | Path | None = None) -> Hub
 
     Raises:
         CheckpointError: no usable checkpoint.
+        UnsafeCheckpointError: the file needs objects that are unsafe to unpickle (the converters'
+            refusal).
         RuntimeError: the checkpoint's method state does not match the code's method.
     """
     src = Path(src)
@@ -121,7 +124,12 @@ def export_checkpoint(src: str | Path, out_dir: str | Path | None = None) -> Hub
         path, state = found
         run_dir = src
     else:
-        path, state = src, load_checkpoint(src)
+        try:
+            path, state = src, load_checkpoint(src)
+        except CheckpointError as err:
+            if is_unsafe_pickle_error(err):
+                raise unsafe_checkpoint_error(src, err) from None
+            raise
         run_dir = src.parent.parent if src.parent.name == "checkpoints" else src.parent
     recipe = Recipe.from_json(state["recipe"])
     method = build_recipe_method(recipe, accum=1)  # accumulation does not change any weight's shape

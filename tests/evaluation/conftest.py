@@ -10,7 +10,7 @@ import timm
 import torch
 from torchvision.io import write_png
 
-from selfsup_zoo.hub import write_hub_folder
+from selfsup_zoo.hub_folder import write_hub_folder
 
 TINY_CFG = dict(input_size=(3, 32, 32), crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 

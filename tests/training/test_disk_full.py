@@ -20,7 +20,6 @@ import pytest
 import torch
 from test_engine import tensors_equal, tiny
 
-from selfsup_zoo.hub import file_sha256
 from selfsup_zoo.training.checkpoint import (
     CheckpointWriteError,
     checkpoint_path,
@@ -30,6 +29,7 @@ from selfsup_zoo.training.checkpoint import (
 )
 from selfsup_zoo.training.engine import train
 from selfsup_zoo.training.recipe import load_recipe
+from selfsup_zoo.weights import file_sha256
 
 
 def test_checkpoint_write_failing_keeps_previous_and_stops_clearly(tmp_path, images, cache, cli):

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfsup_zoo.hub import file_sha256
 from selfsup_zoo.training.engine import (
     CheckpointError,
     NonFiniteLossError,
@@ -27,6 +26,7 @@ from selfsup_zoo.training.engine import (
     train,
 )
 from selfsup_zoo.training.recipe import load_recipe
+from selfsup_zoo.weights import file_sha256
 
 # A SERE model small enough for a training step in well under a second on 2 CPU cores: a 2-block
 # ViT with 48-d tokens on 32-px digits, 2 local crops of 16 px, 64-d iBOT heads.

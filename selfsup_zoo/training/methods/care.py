@@ -35,7 +35,6 @@ import timm
 import torch
 from torch import nn
 
-from selfsup_zoo.convert import load_official
 from selfsup_zoo.convert.care import (
     STUDENT_PREFIX,
     TEACHER_PREFIX,
@@ -44,6 +43,7 @@ from selfsup_zoo.convert.care import (
     official_key,
     to_official_state_dict,
 )
+from selfsup_zoo.convert.loading import load_official
 from selfsup_zoo.training.losses.byol import BYOLLoss, byol_per_sample
 from selfsup_zoo.training.losses.t_stream_supervision import TStreamSupervisionLoss
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from selfsup_zoo.convert import load_official
+from selfsup_zoo.convert.loading import load_official
 from selfsup_zoo.convert.sere import (
     IBOT_LOSS_BUFFERS,
     merge_shared_last_layer,
@@ -23,7 +23,7 @@ from selfsup_zoo.convert.sere import (
     training_branch,
     training_key_to_official,
 )
-from selfsup_zoo.hub import compare_keys
+from selfsup_zoo.shapes import compare_keys
 
 from .method import SereMethod
 from .network import SereNetwork
