@@ -15,10 +15,12 @@ from __future__ import annotations
 import resource
 import signal
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
-from test_engine import tensors_equal, tiny
+from helpers.tiny_runs import tensors_equal, tiny
 
 from selfsup_zoo.training.checkpoint import (
     CheckpointWriteError,
@@ -92,13 +94,30 @@ def test_checkpoint_write_failing_keeps_previous_and_stops_clearly(tmp_path, ima
         assert tensors_equal(a[key], b[key], key) == []
 
 
-def test_full_disk_error_names_file_space_and_remedy(tmp_path):
-    """``ENOSPC`` from the kernel: the temporary file is a symlink to ``/dev/full``, which fails
-    every write with "No space left on device"."""
-    path = tmp_path / "checkpoints" / "step_000000002.pt"
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 256 KiB tmpfs: writes past its size fail with ENOSPC ("No space left on device")."""
+    mount_point = tmp_path / "small_disk"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_full_disk_error_names_file_space_and_remedy(small_disk: Path) -> None:
+    """ENOSPC from the kernel on a full (small) file system: a clear message, the previous
+    checkpoint intact, no temporary file left."""
+    path = small_disk / "checkpoints" / "step_000000002.pt"
     path.parent.mkdir()
     path.write_bytes(b"previous")
-    (path.parent / f".{path.name}.tmp").symlink_to("/dev/full")
     state = {"format": "x", "method": {"w": torch.zeros(1 << 18)}}  # 1 MiB of tensors
     with pytest.raises(CheckpointWriteError) as err:
         save_checkpoint(state, path)

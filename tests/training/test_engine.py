@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.tiny_runs import TINY_CARE, TINY_SERE, tensors_equal, tiny
 
 from selfsup_zoo.training.engine import (
     CheckpointError,
@@ -28,48 +29,27 @@ from selfsup_zoo.training.engine import (
 from selfsup_zoo.training.recipe import load_recipe
 from selfsup_zoo.weights import file_sha256
 
+EQUIVALENCE_CASES = {
+    # SERE's BatchNorms are synchronised (CPU SyncBN over gloo) and its centres all-reduced.
+    # drop_path is 0 in the tiny recipe (its masks are drawn per rank).
+    "smoke_sere": (TINY_SERE, ("loss", "cls", "patch", "spatial", "channel"), 4),
+    # CARE's official T-stream BatchNorms keep per-process statistics (docs/methods/care.md §9 #5),
+    # which makes 2 x 4 images differ from 1 x 8 by design; the method option sync_tstream_bn=true
+    # synchronises them too, and only then are the two runs the same computation. The tiny CARE
+    # model (BatchNorm over 1x1 maps of 8 images) amplifies float noise fast: one process run with
+    # 1 vs 2 threads drifts apart by 0.4 / 72 / 771 times this test's weight tolerance after steps
+    # 2 / 3 / 4, while 1 vs 2 processes drift by 0.014 / 0.30 / 15 (measured); so CARE is compared
+    # over 3 steps.
+    "smoke_care": (
+        [*TINY_CARE, "method.sync_tstream_bn=true"],
+        ("loss", "con_loss", "con2_loss", "fea_loss"),
+        3,
+    ),
+}
+
+
 # A SERE model small enough for a training step in well under a second on 2 CPU cores: a 2-block
 # ViT with 48-d tokens on 32-px digits, 2 local crops of 16 px, 64-d iBOT heads.
-TINY_SERE = [
-    "method.arch=vit_tiny_patch16_224",
-    "method.model_args={img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2}",
-    "method.out_dim=64",
-    "method.patch_out_dim=64",
-    "method.head_hidden_dim=32",
-    "method.head_bottleneck_dim=16",
-    "method.drop_path=0.0",
-    "data.view_args.local_crops=2",
-    "engine.global_batch=8",
-    "engine.epochs=2",
-    "engine.log_every=1",
-    "engine.progress=false",
-    "engine.export_at_end=false",
-]
-
-
-def tensors_equal(a: object, b: object, path: str = "") -> list[str]:
-    """Paths where two nested checkpoint structures differ (tensors compared with torch.equal)."""
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        return [] if (a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)) else [path]
-    if isinstance(a, dict) and isinstance(b, dict):
-        if a.keys() != b.keys():
-            return [f"{path} keys"]
-        return [d for k in a for d in tensors_equal(a[k], b[k], f"{path}.{k}")]
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        if len(a) != len(b):
-            return [f"{path} len"]
-        return [
-            d
-            for i, (x, y) in enumerate(zip(a, b, strict=True))
-            for d in tensors_equal(x, y, f"{path}[{i}]")
-        ]
-    return [] if a == b else [path]
-
-
-def tiny(images: Path, *extra: str) -> list[str]:
-    return [*TINY_SERE, f'data.root="{images}"', "data.workers=0", *extra]
-
-
 # --------------------------------------------------------------------------------------------------
 def test_sampler_gives_each_step_the_same_samples_whatever_the_world_size():
     one = StepSampler(50, 8, 8, 1, 0, seed=3)
@@ -232,35 +212,6 @@ def test_truncated_newest_checkpoint_falls_back_to_previous(tmp_path, images, ca
 
 
 # CARE's tiny smoke model, shrunk further so that two processes x 4 steps stay quick.
-TINY_CARE = [
-    "method.tstream_dim_out=64",
-    "method.hidden_dim=64",
-    "method.out_dim=16",
-    "optim.base_lr=0.04",
-    "engine.global_batch=8",
-    "engine.log_every=1",
-    "engine.progress=false",
-    "engine.export_at_end=false",
-]
-EQUIVALENCE_CASES = {
-    # SERE's BatchNorms are synchronised (CPU SyncBN over gloo) and its centres all-reduced.
-    # drop_path is 0 in the tiny recipe (its masks are drawn per rank).
-    "smoke_sere": (TINY_SERE, ("loss", "cls", "patch", "spatial", "channel"), 4),
-    # CARE's official T-stream BatchNorms keep per-process statistics (docs/methods/care.md §9 #5),
-    # which makes 2 x 4 images differ from 1 x 8 by design; the method option sync_tstream_bn=true
-    # synchronises them too, and only then are the two runs the same computation. The tiny CARE
-    # model (BatchNorm over 1x1 maps of 8 images) amplifies float noise fast: one process run with
-    # 1 vs 2 threads drifts apart by 0.4 / 72 / 771 times this test's weight tolerance after steps
-    # 2 / 3 / 4, while 1 vs 2 processes drift by 0.014 / 0.30 / 15 (measured); so CARE is compared
-    # over 3 steps.
-    "smoke_care": (
-        [*TINY_CARE, "method.sync_tstream_bn=true"],
-        ("loss", "con_loss", "con2_loss", "fea_loss"),
-        3,
-    ),
-}
-
-
 @pytest.mark.parametrize("recipe", list(EQUIVALENCE_CASES))
 def test_two_gloo_processes_match_one_process(tmp_path, images, cache, recipe, cli):
     """2 torchrun processes x 4 images == 1 process x 8 images, step by step.

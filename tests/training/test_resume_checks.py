@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_engine import TINY_CARE, tiny
+from helpers.tiny_runs import TINY_CARE, tiny
 
 from selfsup_zoo.training.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from selfsup_zoo.training.engine import train

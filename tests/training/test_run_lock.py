@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_engine import tiny
+from helpers.tiny_runs import tiny
 
 from selfsup_zoo.training.checkpoint import list_checkpoints, load_checkpoint
 from selfsup_zoo.training.run_lock import LOCK_NAME, RunFolderLockedError, RunLock
