@@ -22,6 +22,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "ConversionError",
     "InvalidHubFolderError",
+    "closest",
     "did_you_mean",
 ]
 
@@ -81,5 +82,11 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
         ``" Did you mean 'a', 'b'?"`` (leading space, up to three names, closest first), or ``""``
         when nothing is close enough to be worth suggesting.
     """
-    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+    close = closest(name, known)
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def closest(name: str, known: Iterable[str], n: int = 3, cutoff: float = 0.5) -> list[str]:
+    """The known names closest to ``name`` (at most ``n``, closest first; ``difflib`` ratio at
+    least ``cutoff``): the one matching rule behind every "did you mean" of the package."""
+    return difflib.get_close_matches(name, list(known), n=n, cutoff=cutoff)

@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-import difflib
 import sys
 
+from selfsup_zoo.errors import closest
 from selfsup_zoo.evaluation.cli import run_protocol
 from selfsup_zoo.evaluation.registry import PROTOCOLS
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args else 2
     name = args[0]
     if name not in PROTOCOLS:
-        close = difflib.get_close_matches(name, list(PROTOCOLS), n=1)
+        close = closest(name, PROTOCOLS, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         print(f"error: unknown protocol {name!r}{hint}\n\n{_usage()}", file=sys.stderr)
         return 2

@@ -7,7 +7,6 @@ name (``care_resnet50``, ``care_resnet50.in1k_ep100``), a plain timm name (``res
 
 from __future__ import annotations
 
-import difflib
 import logging
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from timm.models import parse_model_name
 from torch import nn
 
 import selfsup_zoo  # noqa: F401  (registers the zoo's architectures with timm)
+from selfsup_zoo.errors import closest
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def _check_name(name: str) -> None:
     if source == "hf-hub" or timm.is_model(name):
         return
     arch = name.partition(".")[0]
-    close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
+    close = closest(arch, timm.list_models(), n=5, cutoff=0.6)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise EvaluationError(
         f"unknown model {name!r}.{hint} Give a timm or zoo name (list them with "

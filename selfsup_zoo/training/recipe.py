@@ -22,7 +22,6 @@ be overridden with ``key.path=value`` strings (values parsed as TOML, e.g. ``eng
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import logging
 import sys
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from selfsup_zoo import catalog
+from selfsup_zoo.errors import closest
 from selfsup_zoo.training.methods import available_methods, config_fields
 
 if sys.version_info >= (3, 11):
@@ -264,7 +264,7 @@ def unknown_key_error(
     what: str, key: str, valid: typing.Sequence[str], valid_label: str
 ) -> RecipeError:
     """``unknown <what> (did you mean '<closest>'?); <valid_label>: <valid, ...>``."""
-    close = difflib.get_close_matches(key, valid, n=1)
+    close = closest(key, valid, n=1, cutoff=0.6)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return RecipeError(f"unknown {what}{hint}; {valid_label}: {', '.join(valid)}")
 
@@ -415,7 +415,7 @@ def load_recipe_table(name_or_path: str) -> tuple[dict[str, Any], str]:
         if via_catalog and via_catalog in names:
             name = via_catalog
         else:
-            close = difflib.get_close_matches(name_or_path, names, n=3, cutoff=0.5)
+            close = closest(name_or_path, names)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise RecipeError(
                 f"unknown checkpoint or recipe {name_or_path!r}.{hint}\n"
