@@ -1,9 +1,11 @@
-"""Seconds per CARE training step on this machine (spec §11 measured the official module the same way).
+"""Seconds per CARE training step on this machine (docs/methods/care.md §11: same protocol).
 
-One step = EMA update of the teacher + CARE forward (two student calls, two teacher calls) + backward +
-``torch.optim.SGD`` step (momentum 0.9, weight decay 1e-4 on all student parameters), float32, random
-inputs. ``--batch`` is images per view, so a step sees 2 x batch view-images. The first steps warm up
-allocators and kernels; the median is taken over the steps after ``--warmup``.
+One step = EMA update of the teacher + CARE forward (two student calls, two teacher calls) +
+backward + ``torch.optim.SGD`` step (momentum 0.9, weight decay 1e-4 on all student parameters),
+float32, random inputs. ``--batch`` is images per view, so a step sees 2 x batch view-images. The
+first steps warm up allocators and kernels; the median is taken over the steps after ``--warmup``.
+The runner ``python -m benchmarks run --only care_step`` times the same step beside the official
+code; this script stays for single runs.
 
     python benchmarks/care_step.py --arch resnet50 --batch 8 --size 224 --steps 9 --threads 2
 """
@@ -77,8 +79,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         )
     timed = times[args.warmup :] or times
     median = statistics.median(timed)
-    # on a shared machine wall time includes waiting for the cores; CPU time / threads estimates what
-    # the step would take with the threads to itself (exact only when the threads scale perfectly)
+    # on a shared machine wall time includes waiting for the cores; CPU time / threads estimates
+    # what the step would take with the threads to itself (exact only when threads scale perfectly)
     cpu_median = statistics.median(cpu_times[args.warmup :] or cpu_times)
     result = {
         "arch": "smoke" if args.smoke else args.arch,

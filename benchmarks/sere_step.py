@@ -6,7 +6,8 @@ Example::
 
 Inputs are random tensors with the recipe's shapes (2 x 224 px global + L x 96 px local crops,
 block masks on the global views, random crop boxes); the step also runs the last-layer hook and the
-EMA teacher update, as the engine does. The first (warm-up) step is not counted.
+EMA teacher update, as the engine does. The first (warm-up) step is not counted. The runner
+``python -m benchmarks run --only sere_step`` times the same step (:mod:`benchmarks.steps`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from selfsup_zoo.training.methods.sere import SereConfig, SereMethod
 def make_batch(
     batch: int, local_crops: int, patch: int, gen: torch.Generator
 ) -> dict[str, torch.Tensor]:
-    """Random batch in the layout the data pipeline produces."""
+    """Random batch in the layout the data pipeline produces (as :func:`benchmarks.steps.sere_batch`
+    for 224/96 px crops)."""
     side = 224 // patch
     masks = torch.zeros(2, batch, side, side, dtype=torch.bool)
     masks[:, ::2, 3:9, 2:10] = True  # about half the crops masked, as with pred_ratio [0, 0.3]
@@ -82,7 +84,8 @@ def main() -> None:
         terms = method(batch, info)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
-        for p in method.student.parameters():  # per-parameter clipping to 0.3 (spec §8 #12)
+        # per-parameter clipping to 0.3 (docs/methods/sere.md §8 #12)
+        for p in method.student.parameters():
             if p.grad is not None:
                 norm = p.grad.norm()
                 p.grad.mul_(torch.clamp(0.3 / (norm + 1e-6), max=1.0))
@@ -92,9 +95,8 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         if step > 0:
             times.append(elapsed)
-        print(
-            f"step {step}: {elapsed:.3f} s  loss {float(terms['loss'].detach()):.4f}{'  (warm-up)' if step == 0 else ''}"
-        )
+        warm = "  (warm-up)" if step == 0 else ""
+        print(f"step {step}: {elapsed:.3f} s  loss {float(terms['loss'].detach()):.4f}{warm}")
     print(
         f"{args.arch} batch {args.batch} + {args.local_crops} local crops, {args.threads} threads: "
         f"median {statistics.median(times):.3f} s/step over {len(times)} steps"

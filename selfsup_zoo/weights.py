@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import load_file
 from timm.models import PretrainedCfg
 
 from . import paths
@@ -63,6 +65,7 @@ __all__ = [
     "check_hash",
     "resolve_weights",
     "resolve_cfg_weights",
+    "load_weights",
 ]
 
 
@@ -436,3 +439,16 @@ def resolve_cfg_weights(
         hf_hub_filename=cfg.hf_hub_filename or None,
         cache_dir=cache_dir,
     )
+
+
+def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file that :func:`resolve_weights` found and checked.
+
+    Args:
+        path: The ``.safetensors`` file (its header already checked).
+
+    Returns:
+        ``{name: tensor}`` on the CPU, each tensor owning its memory (nothing is unpickled).
+    """
+    state: dict[str, torch.Tensor] = load_file(str(path), device="cpu")
+    return state

@@ -8,6 +8,11 @@ Differences from the official PIL pipelines (CARE ``data/transforms.py``, SERE/i
   enlarged where needed to cover +-3 sigma_max (13 px for sigma_max = 2), so that small crops (96 px
   locals, smoke-test sizes) are not truncated at 2 sigma (:func:`blur_kernel_size`).
   sigma ~ U(0.1, 2.0) as officially.
+  The blur runs as two 1-D passes, each a matrix product that folds in the reflect padding
+  (:func:`gaussian_blur_separable`: BLAS instead of a 23 x 23 depthwise convolution, ~20x faster
+  at 224 px), with torchvision's kernel, padding and rounding. The float sums are ordered
+  differently, so a uint8 pixel rounds differently where its exact value lies within ~1e-5 of a
+  half level: off by at most 1, on ~2 pixels in 100,000 (tested: <= 1 level, < 1e-4 of pixels).
 * Colour jitter / grayscale: torchvision's tensor kernels (ITU-R 601 luma, hue through float HSV)
   instead of PIL's integer arithmetic; same parameters, same random order of the four jitter ops.
 * Solarize: ``v2.functional.solarize(threshold=128)`` inverts values >= 128, exactly like
@@ -16,6 +21,7 @@ Differences from the official PIL pipelines (CARE ``data/transforms.py``, SERE/i
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Sequence
@@ -24,7 +30,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-__all__ = ["Photometric", "blur_kernel_size", "view_pair"]
+__all__ = ["Photometric", "blur_kernel_size", "gaussian_blur_separable", "view_pair"]
 
 
 def blur_kernel_size(side: int, sigma_max: float = 2.0) -> int:
@@ -42,6 +48,53 @@ def blur_kernel_size(side: int, sigma_max: float = 2.0) -> int:
     """
     k = max(int(0.1 * side), 2 * math.ceil(3.0 * sigma_max) + 1, 3)
     return k if k % 2 == 1 else k + 1
+
+
+def _kernel1d(size: int, sigma: float) -> torch.Tensor:
+    # torchvision's 1-D Gaussian: softmax of -(x / sigma)^2 over x in [-lim, lim], float32
+    lim = (size - 1) / (2.0 * math.sqrt(2.0))
+    x = torch.linspace(-lim, lim, steps=size, dtype=torch.float32)
+    return torch.softmax(x.div(sigma).pow(2).neg(), dim=0)
+
+
+@functools.lru_cache(maxsize=64)
+def _taps(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows and columns of the ``size`` taps of each output pixel, reflect padding folded in."""
+    half = size // 2
+    src = torch.arange(n)[:, None] + torch.arange(-half, half + 1)[None, :]
+    src = torch.where(src < 0, -src, src)
+    src = torch.where(src > n - 1, 2 * (n - 1) - src, src)  # reflect (edge not repeated)
+    return src.flatten(), torch.arange(n).repeat_interleave(size)
+
+
+def _blur_matrix(n: int, k: torch.Tensor) -> torch.Tensor:
+    """``[n, n]`` matrix of one 1-D pass (reflect padding and the kernel): ``out = x @ matrix``."""
+    rows, cols = _taps(n, k.numel())
+    matrix = torch.zeros(n, n)
+    return matrix.index_put_((rows, cols), k.repeat(n), accumulate=True)
+
+
+def gaussian_blur_separable(img: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
+    """Gaussian blur as two 1-D passes, each one matrix product (``TF.gaussian_blur``'s kernel).
+
+    Same kernel, reflect padding and rounding as ``torchvision.transforms.v2.functional.
+    gaussian_blur(img, [kernel, kernel], [sigma, sigma])``; the sums are ordered differently, so a
+    uint8 pixel may differ by 1 where the exact value is within ~1e-5 of a half level.
+
+    Args:
+        img: ``uint8[C, H, W]`` (or float) image, ``H, W > kernel // 2``.
+        kernel: Odd kernel size.
+        sigma: Standard deviation in pixels.
+
+    Returns:
+        The blurred image, same shape and dtype.
+    """
+    dtype, (height, width) = img.dtype, img.shape[-2:]
+    k = _kernel1d(kernel, sigma)
+    x = img.to(torch.float32)
+    x = x @ _blur_matrix(width, k)  # horizontal pass
+    x = _blur_matrix(height, k).T @ x  # vertical pass
+    return x if dtype.is_floating_point else x.round_().to(dtype)
 
 
 def view_pair(value: float | Sequence[float], name: str) -> tuple[float, float]:
@@ -124,7 +177,7 @@ class Photometric:
         """Gaussian blur with probability ``blur_p``, sigma ~ U(sigma) (both from ``rng``)."""
         if self.blur_p > 0 and rng.random() < self.blur_p:
             sigma = rng.uniform(*self.sigma)
-            img = TF.gaussian_blur(img, [self.kernel, self.kernel], [sigma, sigma])
+            img = gaussian_blur_separable(img, self.kernel, sigma)
         return img
 
     def solarize(self, img: torch.Tensor, rng: random.Random) -> torch.Tensor:
