@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-TINY_SERE = [
+# The tiny SERE model and views (also for tests that set their own ``engine`` entries).
+TINY_SERE_MODEL = [
     "method.arch=vit_tiny_patch16_224",
     "method.model_args={img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2}",
     "method.out_dim=64",
@@ -15,6 +16,9 @@ TINY_SERE = [
     "method.head_bottleneck_dim=16",
     "method.drop_path=0.0",
     "data.view_args.local_crops=2",
+]
+TINY_SERE = [
+    *TINY_SERE_MODEL,
     "engine.global_batch=8",
     "engine.epochs=2",
     "engine.log_every=1",

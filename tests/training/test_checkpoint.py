@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.tiny_runs import TINY_SERE_MODEL
 
 from selfsup_zoo.training.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -88,14 +89,7 @@ def test_pruning_keeps_the_newest_and_stale_temp_files_go(tmp_path):
 
 def _tiny_sere(images: Path, cache: Path, *extra: str) -> list[str]:
     return [
-        "method.arch=vit_tiny_patch16_224",
-        "method.model_args={img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2}",
-        "method.out_dim=64",
-        "method.patch_out_dim=64",
-        "method.head_hidden_dim=32",
-        "method.head_bottleneck_dim=16",
-        "method.drop_path=0.0",
-        "data.view_args.local_crops=2",
+        *TINY_SERE_MODEL,
         "engine.global_batch=8",
         "engine.epochs=1",
         "engine.progress=false",

@@ -10,42 +10,24 @@ line in a fresh interpreter, for the exit status and the printed resume command.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shlex
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-import torch
+from helpers.forked_jobs import run_job, start_job, wait_job
+from helpers.tiny_runs import TINY_SERE, tensors_equal
 
-from selfsup_zoo.training import reproduce
 from selfsup_zoo.training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
 from selfsup_zoo.training.engine import train
 from selfsup_zoo.training.preemption import PREEMPTED_MARKER, PreemptionWatch
 from selfsup_zoo.training.recipe import load_recipe
 
-TINY = [
-    "method.arch=vit_tiny_patch16_224",
-    "method.model_args={img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2}",
-    "method.out_dim=64",
-    "method.patch_out_dim=64",
-    "method.head_hidden_dim=32",
-    "method.head_bottleneck_dim=16",
-    "method.drop_path=0.0",
-    "data.view_args.local_crops=2",
-    "engine.global_batch=8",
-    "engine.epochs=2",
-    "engine.log_every=1",
-    "engine.progress=false",
-    "engine.export_at_end=false",
-    "engine.tensorboard=false",
-]
+TINY = [*TINY_SERE, "engine.tensorboard=false"]
 STEPS = 12
 
 
@@ -53,32 +35,12 @@ def overrides(images: Path, cache: Path, *extra: str) -> list[str]:
     return [*TINY, f'data.root="{images}"', f'data.cache_dir="{cache}"', "data.workers=0", *extra]
 
 
-def differences(a: object, b: object, path: str = "") -> list[str]:
-    """Paths where two nested checkpoint structures differ (tensors compared exactly)."""
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        same = a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
-        return [] if same else [path]
-    if isinstance(a, dict) and isinstance(b, dict):
-        if a.keys() != b.keys():
-            return [f"{path} keys"]
-        return [d for k in a for d in differences(a[k], b[k], f"{path}.{k}")]
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        if len(a) != len(b):
-            return [f"{path} len"]
-        return [
-            d
-            for i, (x, y) in enumerate(zip(a, b, strict=True))
-            for d in differences(x, y, f"{path}[{i}]")
-        ]
-    return [] if a == b else [path]
-
-
 def assert_same_run(ref: Path, other: Path) -> None:
     """Final checkpoint (weights, optimizer, RNG) and every log row except the throughput."""
     a = load_checkpoint(checkpoint_path(ref, STEPS))
     b = load_checkpoint(checkpoint_path(other, STEPS))
     for key in ("method", "optimizer", "scaler", "rng", "step"):
-        assert differences(a[key], b[key], key) == []
+        assert tensors_equal(a[key], b[key], key) == []
 
     def rows(run: Path) -> list[dict[str, float]]:
         lines = (run / "log.jsonl").read_text().splitlines()
@@ -174,59 +136,6 @@ def test_watch_restores_the_previous_handlers_and_a_second_signal_forces(tmp_pat
 # --------------------------------------------------------------------------------------------------
 # Two gloo processes, forked from this one
 # --------------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _rank_main(rank: int, port: int, argv: list[str], out: str) -> None:
-    """One process of a two-process job: the reproduce command line, output to ``out``."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE="2",
-        LOCAL_WORLD_SIZE="2",
-    )
-    torch.set_num_threads(1)
-    with open(out, "w", buffering=1) as f:
-        sys.stdout = sys.stderr = f
-        try:
-            code = reproduce.main(argv)
-        except BaseException as err:  # noqa: BLE001 - report anything, then exit non-zero
-            print(f"uncaught {type(err).__name__}: {err}", flush=True)
-            code = 99
-        f.flush()
-    os._exit(code)
-
-
-def start_job(argv: list[str], logs: Path) -> list[multiprocessing.process.BaseProcess]:
-    """Start ranks 0 and 1 of a gloo job running ``reproduce.main(argv)`` (forked)."""
-    ctx = multiprocessing.get_context("fork")
-    port = free_port()
-    procs = [
-        ctx.Process(target=_rank_main, args=(r, port, argv, str(logs / f"rank{r}.txt")))
-        for r in range(2)
-    ]
-    for p in procs:
-        p.start()
-    return procs
-
-
-def wait_job(procs: list[multiprocessing.process.BaseProcess], timeout: float) -> list[int | None]:
-    deadline = time.time() + timeout
-    for p in procs:
-        p.join(max(0.0, deadline - time.time()))
-    codes = [p.exitcode for p in procs]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join()
-    return codes
-
-
 def job_argv(out: Path, images: Path, cache: Path, *extra: str) -> list[str]:
     return [
         "smoke_sere",
@@ -238,12 +147,6 @@ def job_argv(out: Path, images: Path, cache: Path, *extra: str) -> list[str]:
         *overrides(images, cache, "engine.per_device_batch=4"),
         *extra,
     ]
-
-
-def run_job(argv: list[str], logs: Path, timeout: float = 120) -> None:
-    logs.mkdir(parents=True, exist_ok=True)
-    codes = wait_job(start_job(argv, logs), timeout)
-    assert codes == [0, 0], [(p.name, p.read_text()[-2000:]) for p in sorted(logs.iterdir())]
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +161,6 @@ def test_sigterm_to_one_of_two_ranks_stops_both_at_the_same_step(
     tmp_path, images, cache, reference2
 ):
     logs = tmp_path / "logs"
-    logs.mkdir()
     argv = job_argv(tmp_path, images, cache)
     run = tmp_path / "smoke_sere"
     procs = start_job(argv, logs)

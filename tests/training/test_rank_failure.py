@@ -14,33 +14,19 @@ import json
 import multiprocessing
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import torch
+from helpers.forked_jobs import run_job, start_job, wait_job
+from helpers.tiny_runs import TINY_SERE, tensors_equal
 
-from selfsup_zoo.training import reproduce
 from selfsup_zoo.training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
 
 TINY = [
-    "method.arch=vit_tiny_patch16_224",
-    "method.model_args={img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2}",
-    "method.out_dim=64",
-    "method.patch_out_dim=64",
-    "method.head_hidden_dim=32",
-    "method.head_bottleneck_dim=16",
-    "method.drop_path=0.0",
-    "data.view_args.local_crops=2",
-    "engine.global_batch=8",
+    *TINY_SERE,
     "engine.per_device_batch=4",
-    "engine.epochs=2",
-    "engine.log_every=1",
-    "engine.progress=false",
-    "engine.export_at_end=false",
     "engine.tensorboard=false",
     "engine.ckpt_every_steps=2",
     "engine.keep_last=10",
@@ -79,28 +65,11 @@ def wait_rows(run: Path, rows: int, alive: list[multiprocessing.process.BaseProc
     assert log_rows(run) >= rows, "the job did not get going"
 
 
-def differences(a: object, b: object, path: str = "") -> list[str]:
-    """Paths where two nested checkpoint structures differ (tensors compared exactly)."""
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        same = a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
-        return [] if same else [path]
-    if isinstance(a, dict) and isinstance(b, dict):
-        if a.keys() != b.keys():
-            return [f"{path} keys"]
-        return [d for k in a for d in differences(a[k], b[k], f"{path}.{k}")]
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        if len(a) != len(b):
-            return [f"{path} len"]
-        pairs = enumerate(zip(a, b, strict=True))
-        return [d for i, (x, y) in pairs for d in differences(x, y, f"{path}[{i}]")]
-    return [] if a == b else [path]
-
-
 def assert_same_run(ref: Path, other: Path) -> None:
     a = load_checkpoint(checkpoint_path(ref, STEPS))
     b = load_checkpoint(checkpoint_path(other, STEPS))
     for key in ("method", "optimizer", "scaler", "rng", "step"):
-        assert differences(a[key], b[key], key) == []
+        assert tensors_equal(a[key], b[key], key) == []
 
     def losses(run: Path) -> list[dict[str, float]]:
         lines = (run / "log.jsonl").read_text().splitlines()
@@ -113,64 +82,6 @@ def assert_same_run(ref: Path, other: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 # Jobs without a launcher: two processes forked from this one
 # --------------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _rank_main(rank: int, port: int, argv: list[str], out: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE="2",
-        LOCAL_WORLD_SIZE="2",
-    )
-    torch.set_num_threads(1)
-    with open(out, "w", buffering=1) as f:
-        sys.stdout = sys.stderr = f
-        try:
-            code = reproduce.main(argv)
-        except BaseException as err:  # noqa: BLE001 - report anything, then exit non-zero
-            print(f"uncaught {type(err).__name__}: {err}", flush=True)
-            code = 99
-        f.flush()
-    os._exit(code)
-
-
-def start_job(argv: list[str], logs: Path) -> list[multiprocessing.process.BaseProcess]:
-    logs.mkdir(parents=True, exist_ok=True)
-    ctx = multiprocessing.get_context("fork")
-    port = _free_port()
-    procs = [
-        ctx.Process(target=_rank_main, args=(r, port, argv, str(logs / f"rank{r}.txt")))
-        for r in range(2)
-    ]
-    for p in procs:
-        p.start()
-    return procs
-
-
-def wait_job(procs: list[multiprocessing.process.BaseProcess], timeout: float) -> list[int | None]:
-    """Exit codes (None: still running at the timeout, then killed)."""
-    deadline = time.time() + timeout
-    for p in procs:
-        p.join(max(0.0, deadline - time.time()))
-    codes = [p.exitcode for p in procs]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join()
-    return codes
-
-
-def run_job(argv: list[str], logs: Path) -> None:
-    codes = wait_job(start_job(argv, logs), 120)
-    assert codes == [0, 0], [(p.name, p.read_text()[-2000:]) for p in sorted(logs.iterdir())]
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory, images: Path, cache: Path) -> Path:
     """The uninterrupted 12-step run on two processes."""
