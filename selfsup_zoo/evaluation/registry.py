@@ -26,6 +26,10 @@ PROTOCOLS: dict[str, tuple[str, str]] = {
         "selfsup_zoo.evaluation.knn",
         "weighted k-NN of frozen features (DINO/iBOT: T 0.07, k 10 20 100 200)",
     ),
+    "linear": (
+        "selfsup_zoo.evaluation.linear",
+        "linear probe (CNN: CARE's protocol; ViT: DINO/iBOT's), optionally a grid in one pass",
+    ),
     "features": (
         "selfsup_zoo.evaluation.features",
         "write pooled (or token) embeddings of image folders to safetensors",

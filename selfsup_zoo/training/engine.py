@@ -52,6 +52,7 @@ from selfsup_zoo.training.checkpoint import (
     save_checkpoint,
 )
 from selfsup_zoo.training.data import default_cache_dir
+from selfsup_zoo.training.epoch_hooks import EpochHook, hook_due, run_epoch_hook
 from selfsup_zoo.training.export import export_method
 from selfsup_zoo.training.loader import build_train_data, iterate_steps
 from selfsup_zoo.training.provenance import export_provenance, git_commit
@@ -96,7 +97,13 @@ class RunResult:
     images_per_s: float
 
 
-def train(recipe: Recipe, run_dir: str | Path, *, resume: str | None = None) -> RunResult:
+def train(
+    recipe: Recipe,
+    run_dir: str | Path,
+    *,
+    resume: str | None = None,
+    epoch_hook: EpochHook | None = None,
+) -> RunResult:
     """Run (or resume) a recipe in ``run_dir``; call from every process of a ``torchrun`` job.
 
     Args:
@@ -104,18 +111,29 @@ def train(recipe: Recipe, run_dir: str | Path, *, resume: str | None = None) -> 
         run_dir: the run folder (``recipe.json``, ``log.jsonl``, ``checkpoints/``, ``export/``).
         resume: None = fresh run (refuses a run dir that already holds checkpoints), ``"auto"`` =
             newest good checkpoint in ``run_dir`` (fresh if there is none), or a checkpoint path.
+        epoch_hook: called after the epochs of ``engine.eval_epochs``
+            (``selfsup_zoo.training.epoch_hooks``).
 
     Returns:
         Where the run stopped and what it wrote.
     """
+    # A caller that already joined the process group (an evaluation protocol) keeps it.
+    caller_group = torch.distributed.is_available() and torch.distributed.is_initialized()
     info = tdist.init_distributed(recipe.engine.device, recipe.engine.dist_backend)
     try:
-        return _train(recipe, Path(run_dir), resume, info)
+        return _train(recipe, Path(run_dir), resume, info, epoch_hook)
     finally:
-        tdist.cleanup()
+        if not caller_group:
+            tdist.cleanup()
 
 
-def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistInfo) -> RunResult:
+def _train(
+    recipe: Recipe,
+    run_dir: Path,
+    resume: str | None,
+    info: tdist.DistInfo,
+    epoch_hook: EpochHook | None = None,
+) -> RunResult:
     if info.device.type == "cuda":
         torch.backends.cudnn.benchmark = recipe.engine.cudnn_benchmark
     checkpoint = _resume_point(run_dir, resume, info)  # resolved before anything is written
@@ -131,6 +149,8 @@ def _train(recipe: Recipe, run_dir: Path, resume: str | None, info: tdist.DistIn
         for step, micro_batches in iterate_steps(data, state.step, stop_step):
             metrics = train_step(state, micro_batches, step)
             run_logger.log(metrics, time.perf_counter())
+            if epoch_hook is not None and hook_due(state):
+                run_epoch_hook(epoch_hook, state, run_dir)
             if _checkpoint_due(state, stop_step):
                 _save(state, run_dir)
     wall = state.wall_time_s

@@ -67,7 +67,7 @@ class BatchToDevice:
 class TrainData:
     """What feeds the run: ``loader`` yields this rank's micro-batches in ``sampler`` order."""
 
-    dataset: sdata.ImageFolderDataset
+    dataset: sdata.ImageFolderDataset | sdata.IndexSubset
     sampler: StepSampler
     loader: DataLoader
     to_device: Callable[[MicroBatch], MicroBatch]
@@ -103,6 +103,18 @@ def _build_dataset(recipe: Recipe, info: DistInfo) -> sdata.ImageFolderDataset:
     return dataset
 
 
+def _training_part(
+    dataset: sdata.ImageFolderDataset, recipe: Recipe
+) -> sdata.ImageFolderDataset | sdata.IndexSubset:
+    """The folder less its held-out validation split (``data.holdout``), or the whole folder."""
+    if recipe.data.holdout <= 0:
+        return dataset
+    kept, _ = sdata.stratified_holdout(
+        dataset.targets, recipe.data.holdout, recipe.data.holdout_seed
+    )
+    return sdata.IndexSubset(dataset, kept)
+
+
 def build_train_data(recipe: Recipe, info: DistInfo) -> TrainData:
     """The recipe's data set, sampler and loader for this process.
 
@@ -110,7 +122,7 @@ def build_train_data(recipe: Recipe, info: DistInfo) -> TrainData:
         ValueError: no data root, or fewer images than one global batch.
     """
     eng, d = recipe.engine, recipe.data
-    dataset = _build_dataset(recipe, info)
+    dataset = _training_part(_build_dataset(recipe, info), recipe)
     micro, _ = eng.batch_layout(info.world_size)
     sampler = StepSampler(
         len(dataset), eng.global_batch, micro, info.world_size, info.rank, eng.seed

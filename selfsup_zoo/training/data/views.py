@@ -1,4 +1,4 @@
-"""The registry of pre-training view transforms that a recipe's ``data.views`` names."""
+"""The registry of training view transforms that a recipe's ``data.views`` names."""
 
 from __future__ import annotations
 
@@ -6,15 +6,27 @@ from collections.abc import Mapping
 from typing import Any
 
 from selfsup_zoo.training.data.care_views import CareViews
+from selfsup_zoo.training.data.labelled_view import LabelledCrop
 from selfsup_zoo.training.data.sere_views import SereViews
+from selfsup_zoo.training.data.timm_view import TimmTrainView
 
 __all__ = ["VIEWS", "build_views"]
 
 #: The views classes a recipe's ``data.views`` names.
-VIEWS: dict[str, type[CareViews] | type[SereViews]] = {"care": CareViews, "sere": SereViews}
+ViewsClass = type[CareViews] | type[SereViews] | type[LabelledCrop] | type[TimmTrainView]
+Views = CareViews | SereViews | LabelledCrop | TimmTrainView
+
+#: The views classes a recipe's ``data.views`` names (``labelled``: linear probes, ``timm``:
+#: fine-tuning).
+VIEWS: dict[str, ViewsClass] = {
+    "care": CareViews,
+    "sere": SereViews,
+    "labelled": LabelledCrop,
+    "timm": TimmTrainView,
+}
 
 
-def build_views(name: str, view_args: Mapping[str, Any]) -> CareViews | SereViews:
+def build_views(name: str, view_args: Mapping[str, Any]) -> Views:
     """The views object of a recipe's ``data.views`` / ``data.view_args``.
 
     Args:

@@ -1,4 +1,4 @@
-"""Registry of pre-training methods, imported lazily so that the engine and the recipes load
+"""Registry of methods (pre-training, and the evaluation jobs run on the engine), imported lazily so that the engine and the recipes load
 without the (heavier) method modules, and a recipe naming one method never imports the other.
 
 This module imports neither the recipes nor the engine (both import it): a recipe checks its
@@ -27,6 +27,8 @@ __all__ = [
 _REGISTRY: dict[str, tuple[str, str, str]] = {
     "care": ("selfsup_zoo.training.methods.care", "CareMethod", "CareConfig"),
     "sere": ("selfsup_zoo.training.methods.sere", "SereMethod", "SereConfig"),
+    # Evaluation jobs that run on the same engine (frozen-encoder probes).
+    "linear": ("selfsup_zoo.evaluation.linear_probe", "LinearProbe", "LinearProbeConfig"),
 }
 
 
