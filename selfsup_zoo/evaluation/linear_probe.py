@@ -1,8 +1,8 @@
 """The linear probe as a method of the training engine: frozen encoder, one or many linear heads.
 
-One head is the paper protocol (CARE: ``Linear(2048, C)`` then ``BatchNorm1d(C)``, weights N(0, 0.01),
-bias 0, ``docs/methods/care.md`` §6; DINO/iBOT ViTs: the same Linear without the BatchNorm). A grid
-is heads for every (feature variant, lr scale) pair trained together on ONE frozen forward per
+One head is the paper protocol (CARE: ``Linear(2048, C)`` then ``BatchNorm1d(C)``, weights
+N(0, 0.01), bias 0, ``docs/methods/care.md`` §6; DINO/iBOT ViTs: the same Linear, no BatchNorm).
+A grid is heads for every (feature variant, lr scale) pair trained on ONE frozen forward per
 batch: each head is its own optimizer group whose ``lr_scale`` multiplies the recipe's lr, and the
 loss is the sum of the heads' losses, so each head gets exactly the gradient it would get alone.
 A head's initial weights depend only on (``head_seed``, its variant), so the grid's head for a

@@ -2,7 +2,8 @@
 
 The layout is the catalog's ``care_resnet50.in1k_ep100_lincls``: timm's architecture with
 ``num_classes = C`` and the probe's ``Linear`` + ``BatchNorm1d`` folded into timm's classifier
-(``fc`` of a ResNet) in float64 by the converter's own :func:`~selfsup_zoo.convert.care.fold_linear_bn`.
+(``fc`` of a ResNet) in float64 by the converter's own
+:func:`~selfsup_zoo.convert.care.fold_linear_bn`.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ Variants (names used in recipes and results):
   average pool (CARE's 2048-d ``res5`` feature, ``docs/methods/care.md`` §6), a ViT's pooled token.
 * ``cls<n>``: a ViT's CLS tokens of the last ``n`` blocks, each through the final norm, concatenated
   (DINO/iBOT ``eval_linear.py``: ``n_last_blocks``, 4 for ViT-S).
-* ``cls<n>+avg``: the same plus the mean patch token of the last block (``avgpool_patchtokens``, used
-  with ``n = 1`` for ViT-B).
+* ``cls<n>+avg``: the same plus the mean patch token of the last block (``avgpool_patchtokens``,
+  used with ``n = 1`` for ViT-B).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def family_of(model: nn.Module) -> str:
 
 
 def default_variants(model: nn.Module) -> list[str]:
-    """The paper protocol's feature: CNN ``pool``; ViT-S (width <= 384) ``cls4``, wider ``cls1+avg``."""
+    """The paper protocol's feature: CNN ``pool``; ViT-S (width <= 384) ``cls4``; wider ViTs
+    ``cls1+avg``."""
     if family_of(model) == "cnn":
         return ["pool"]
     width = int(getattr(model, "embed_dim", 768))

@@ -1,5 +1,6 @@
-"""Registry of methods (pre-training, and the evaluation jobs run on the engine), imported lazily so that the engine and the recipes load
-without the (heavier) method modules, and a recipe naming one method never imports the other.
+"""Registry of methods (pre-training, and the evaluation jobs run on the engine), imported
+lazily so that the engine and the recipes load without the (heavier) method modules, and a recipe
+naming one method never imports the other.
 
 This module imports neither the recipes nor the engine (both import it): a recipe checks its
 ``[method]`` keys against :func:`config_fields`, and its own error says which key is wrong.
