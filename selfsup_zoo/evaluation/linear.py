@@ -29,7 +29,7 @@ from selfsup_zoo.evaluation.registry import ProtocolResult
 from selfsup_zoo.evaluation.session import EvalSession
 from selfsup_zoo.training.checkpoint import load_checkpoint
 from selfsup_zoo.training.data import EvalView, ImageFolderDataset, IndexSubset, stratified_holdout
-from selfsup_zoo.training.engine import train
+from selfsup_zoo.training.engine import NonFiniteLossError, train
 from selfsup_zoo.training.epoch_hooks import read_evaluations
 from selfsup_zoo.training.recipe import Recipe, load_recipe
 
@@ -208,7 +208,10 @@ def run(session: EvalSession) -> ProtocolResult | None:
         session.info,
     )
     run_dir = Path(args.run_dir) if args.run_dir else out / "run"
-    result = train(recipe, run_dir, resume=args.resume, epoch_hook=evaluator)
+    try:
+        result = train(recipe, run_dir, resume=args.resume, epoch_hook=evaluator)
+    except NonFiniteLossError as err:
+        raise EvaluationError(f"{err} (probe options: --lr, --precision fp32)") from err
     if not session.is_main:
         return None
     if result.step < result.total_steps:
