@@ -136,6 +136,10 @@ class LinearProbe(Method):
         feats = self.features(images)
         return {s.key: self.heads[s.key](feats[s.variant]) for s in self.head_specs}
 
+    def output_keys(self) -> list[str]:
+        """The keys of :meth:`logits`: one per head."""
+        return [s.key for s in self.head_specs]
+
     def param_groups(self) -> list[dict[str, Any]]:
         return [
             {

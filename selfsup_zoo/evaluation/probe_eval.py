@@ -1,4 +1,5 @@
-"""The epoch hook of the linear probe: top-1 / top-5 of every head on the evaluation splits.
+"""The epoch hook of the linear probe and of fine-tuning: top-1 / top-5 of every output of
+``method.logits(images)`` (a probe's heads, a fine-tuned model) on the evaluation splits.
 
 Each process scores a strided share of each split; the counts are summed over processes, so the
 numbers are the same on any world size.
@@ -7,17 +8,26 @@ numbers are the same on any world size.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from selfsup_zoo.evaluation.linear_probe import LinearProbe
 from selfsup_zoo.training import dist as tdist
 from selfsup_zoo.training.data import collate_views, normalize_uint8
 from selfsup_zoo.training.methods import Method
 from selfsup_zoo.training.step import precision_context
 
-__all__ = ["ProbeEvaluator"]
+__all__ = ["ProbeEvaluator", "ScoresImages"]
+
+
+class ScoresImages(Protocol):
+    """A method that scores images: ``logits(float[B, 3, H, W]) -> {output: float[B, C]}`` with
+    the keys of ``output_keys()``."""
+
+    def logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+    def output_keys(self) -> list[str]: ...
 
 
 @dataclass
@@ -43,13 +53,14 @@ class ProbeEvaluator:
     info: tdist.DistInfo
 
     def __call__(self, method: Method, epoch: int) -> dict[str, float]:
-        assert isinstance(method, LinearProbe)
+        if not (hasattr(method, "logits") and hasattr(method, "output_keys")):
+            raise TypeError(f"{type(method).__name__} has no logits(images) to evaluate")
         out: dict[str, float] = {}
         for split, dataset in self.splits.items():
-            out.update(self._score(method, split, dataset))
+            out.update(self._score(method, split, dataset))  # type: ignore[arg-type]  # has logits
         return out
 
-    def _score(self, probe: LinearProbe, split: str, dataset: Dataset) -> dict[str, float]:
+    def _score(self, method: ScoresImages, split: str, dataset: Dataset) -> dict[str, float]:
         device = self.info.device
         mean = torch.tensor(self.mean, device=device).view(3, 1, 1)
         std = torch.tensor(self.std, device=device).view(3, 1, 1)
@@ -62,14 +73,14 @@ class ProbeEvaluator:
             collate_fn=collate_views,
             generator=torch.Generator().manual_seed(0),  # leaves the global RNG alone
         )
-        keys = [s.key for s in probe.head_specs]
+        keys = method.output_keys()
         counts = torch.zeros(len(keys), 2, dtype=torch.float64, device=device)
         seen = 0
         for batch in loader:
             images = normalize_uint8(batch["image"].to(device), mean, std)
             labels = batch["label"].to(device)
             with precision_context(self.precision, device):
-                logits = probe.logits(images)
+                logits = method.logits(images)
             for i, key in enumerate(keys):
                 top = logits[key].float().topk(min(5, logits[key].shape[1]), dim=1).indices
                 hits = top == labels[:, None]

@@ -28,8 +28,9 @@ __all__ = [
 _REGISTRY: dict[str, tuple[str, str, str]] = {
     "care": ("selfsup_zoo.training.methods.care", "CareMethod", "CareConfig"),
     "sere": ("selfsup_zoo.training.methods.sere", "SereMethod", "SereConfig"),
-    # Evaluation jobs that run on the same engine (frozen-encoder probes).
+    # Evaluation jobs that run on the same engine (frozen-encoder probes, fine-tuning).
     "linear": ("selfsup_zoo.evaluation.linear_probe", "LinearProbe", "LinearProbeConfig"),
+    "finetune": ("selfsup_zoo.evaluation.finetune_method", "FineTune", "FineTuneConfig"),
 }
 
 
