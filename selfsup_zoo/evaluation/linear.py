@@ -12,13 +12,19 @@ as a hub folder (BatchNorm folded into timm's classifier) that plain timm loads.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset
 
+from selfsup_zoo.evaluation.engine_jobs import (
+    add_run_arguments,
+    check_same_classes,
+    recipe_path,
+    toml_string,
+)
 from selfsup_zoo.evaluation.extract import EvalTransform
 from selfsup_zoo.evaluation.linear_probe import LinearProbe, LinearProbeConfig
 from selfsup_zoo.evaluation.model_loading import EvaluationError
@@ -47,27 +53,11 @@ def _floats(text: str) -> list[float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The probe's hyper-parameters; unset ones keep the recipe's (paper) values."""
     g = parser.add_argument_group("linear")
-    g.add_argument("--recipe", default="", help="recipe name or .toml (default: by family)")
-    g.add_argument("--epochs", type=int, default=None, help="CARE 80, DINO 100")
-    g.add_argument("--lr", type=float, default=None, help="lr per 256 images (CARE 0.2)")
-    g.add_argument("--global-batch", type=int, default=None, help="CARE 256, DINO 1024")
-    g.add_argument("--per-device-batch", type=int, default=0, help="0 = global / processes")
-    g.add_argument("--eval-epochs", default="", help="comma list (default: the recipe's)")
+    add_run_arguments(g)
     g.add_argument("--val-split", type=float, default=0.0, help="fraction carved from --train")
     g.add_argument("--grid-lrs", default="", help="comma list of lrs per 256: a grid of heads")
     g.add_argument("--variants", default="", help="comma list: pool, cls<n>, cls<n>+avg")
-    g.add_argument("--img-size", type=int, default=0, help="crop side (default: model's cfg)")
-    g.add_argument("--run-dir", default="", help="engine run folder (default <out>/run)")
-    g.add_argument("--resume", default=None, help="auto, or a checkpoint path")
-    g.add_argument("--max-steps", type=int, default=0, help="stop this session after N steps")
-    g.add_argument("--ckpt-every", type=int, default=0, help="checkpoint every N steps")
-    g.add_argument("--override", action="append", default=[], help="recipe key.path=value")
     g.add_argument("--no-export", action="store_true", help="do not write the hub folder")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _recipe_path(name: str) -> str:
-    return str(resources.files("selfsup_zoo.evaluation") / "recipes" / f"{name}.toml")
 
 
 def _eval_transform(model: Any, family: str, size: int) -> EvalTransform:
@@ -84,17 +74,17 @@ def _build_recipe(
     args: argparse.Namespace, root: Path, classes: int, transform: EvalTransform, family: str
 ) -> Recipe:
     name = args.recipe or ("linear_care" if family == "cnn" else "linear_vit")
-    path = name if name.endswith(".toml") else _recipe_path(name)
+    path = recipe_path(name)
     base = load_recipe(path)
     lr = args.lr if args.lr is not None else base.optim.base_lr
     grid = _floats(args.grid_lrs) or [lr]
     o = [
-        f"method.model={_q(args.model)}",
+        f"method.model={toml_string(args.model)}",
         f"method.random_init={str(bool(args.random_init)).lower()}",
         f"method.model_seed={args.seed}",
         f"method.num_classes={classes}",
         f"method.lr_scales={[v / lr for v in grid]}",
-        f"data.root={_q(str(root))}",
+        f"data.root={toml_string(str(root))}",
         f"data.workers={args.workers}",
         f"data.mean={list(transform.mean)}",
         f"data.std={list(transform.std)}",
@@ -111,7 +101,7 @@ def _build_recipe(
         "engine.tensorboard=false",
     ]
     if args.variants:
-        o.append(f"method.variants={[v.strip() for v in args.variants.split(',')]}")
+        o.append(f"method.variants={json.dumps([v.strip() for v in args.variants.split(',')])}")
     if args.epochs is not None:
         o.append(f"engine.epochs={args.epochs}")
     if args.global_batch is not None:
@@ -119,17 +109,14 @@ def _build_recipe(
     if args.eval_epochs:
         o.append(f"engine.eval_epochs={[int(v) for v in args.eval_epochs.split(',')]}")
     if args.device != "auto":
-        o.append(f"engine.device={_q('cuda' if args.device.startswith('cuda') else 'cpu')}")
-    recipe = load_recipe(path, [*(s.replace("'", '"') for s in o), *args.override])
+        kind = "cuda" if args.device.startswith("cuda") else "cpu"
+        o.append(f"engine.device={toml_string(kind)}")
+    recipe = load_recipe(path, [*o, *args.override])
     last = recipe.engine.epochs
     recipe.engine.eval_epochs = sorted({e for e in recipe.engine.eval_epochs if e <= last} | {last})
     if args.precision in ("bf16", "fp16"):
         recipe.engine.precision = args.precision
     return recipe
-
-
-def _q(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def summarize(
@@ -178,14 +165,7 @@ def run(session: EvalSession) -> ProtocolResult | None:
     out = session.out_dir() or Path("runs") / "eval" / "linear"
     train_set = session.image_folder(args.train, "train")
     val_set = session.image_folder(args.val, "val")
-    unknown = sorted(set(val_set.classes) - set(train_set.classes))
-    if unknown:
-        raise EvaluationError(
-            f"--val has classes the training folder lacks: {unknown[:5]}; both folders need the "
-            "same class sub-folders"
-        )
-    if val_set.classes != train_set.classes:
-        raise EvaluationError("--train and --val must have the same class sub-folders")
+    check_same_classes(train_set, val_set)
     model = session.model()
     family = family_of(model)
     transform = _eval_transform(model, family, args.img_size)
