@@ -3,9 +3,10 @@
 SERE fine-tunes with the MAE code base, whose training transform is timm's
 ``create_transform(is_training=True, auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.25,
 re_mode="pixel", re_count=1, interpolation="bicubic")``. This view runs exactly that transform on
-the decoded image. timm's transforms draw from Python's global ``random`` and torch's global
-generator; the view seeds the former from the sample's RNG for the duration of the call (and puts
-the caller's state back), the data set has already seeded the latter, so a sample's view depends
+the decoded image. timm's transforms draw from Python's global ``random``, numpy's global generator
+(RandAugment's choice of operations) and torch's global generator; the view seeds the first two from
+the sample's RNG for the duration of the call (and puts the caller's states back), the data set has
+already seeded the third, so a sample's view depends
 only on (seed, epoch, index) as for every other view.
 
 The output is already normalised float32 (random erasing works on normalised pixels), which the
@@ -18,6 +19,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from timm.data import create_transform
 from torchvision.transforms import InterpolationMode
@@ -78,11 +80,13 @@ class TimmTrainView:
         self, img: torch.Tensor, rng: random.Random, epoch: int
     ) -> dict[str, torch.Tensor]:
         """timm's training transform of ``img``, seeded by ``rng`` (``epoch`` unused)."""
-        saved = random.getstate()
+        saved, saved_np = random.getstate(), np.random.get_state()
         random.seed(rng.getrandbits(64))
+        np.random.seed(rng.getrandbits(32))
         try:
             out = self.transform(TF.to_pil_image(img))
         finally:
             random.setstate(saved)
+            np.random.set_state(saved_np)
         assert isinstance(out, torch.Tensor)  # create_transform ends with ToTensor + Normalize
         return {"image": out.contiguous()}
