@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from timm.models import ResNet, VisionTransformer
 from torch import nn
 
 from selfsup_zoo.convert.care import fold_linear_bn
@@ -168,7 +169,7 @@ class LinearProbe(Method):
         not fit this model's features (a probe saved for another model)."""
         for spec in self.head_specs:
             saved = state_dict.get(f"heads.{spec.key}.0.weight")
-            expected = self.heads[spec.key][0].weight.shape
+            expected = self.head_linear(spec.key).weight.shape
             if isinstance(saved, torch.Tensor) and saved.shape != expected:
                 raise ValueError(
                     f"saved head {spec.key!r} takes {saved.shape[1]}-d features into "
@@ -177,6 +178,24 @@ class LinearProbe(Method):
                     "it on the model (and class list) it was trained with"
                 )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def head_linear(self, key: str) -> nn.Linear:
+        """The ``Linear`` of head ``key``."""
+        head = self.heads[key]
+        assert isinstance(head, nn.Sequential)  # built by _new_head
+        linear = head[0]
+        assert isinstance(linear, nn.Linear)
+        return linear
+
+    def head_batchnorm(self, key: str) -> nn.modules.batchnorm._BatchNorm | None:
+        """The ``BatchNorm1d`` (or SyncBatchNorm) of head ``key``, None for a ViT probe's."""
+        head = self.heads[key]
+        assert isinstance(head, nn.Sequential)  # built by _new_head
+        if len(head) < 2:
+            return None
+        bn = head[1]
+        assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
+        return bn
 
     def classifier(self, key: str) -> nn.Module:
         """A plain timm classifier equal to head ``key`` in eval mode: the encoder with its
@@ -191,15 +210,14 @@ class LinearProbe(Method):
                 f"head {key!r} reads {spec.variant!r} features; only a 'pool' head folds into "
                 "timm's classifier"
             )
-        head = self.heads[key]
-        linear = head[0]
-        assert isinstance(linear, nn.Linear)
+        linear = self.head_linear(key)
         weight, bias = linear.weight.detach(), linear.bias.detach()
-        if len(head) > 1:
-            bn = head[1]
-            assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
+        bn = self.head_batchnorm(key)
+        if bn is not None:
             weight, bias = fold_linear_bn(weight, bias, bn.state_dict(), eps=bn.eps)
         model = copy.deepcopy(self.encoder).cpu()
+        if not isinstance(model, (ResNet, VisionTransformer)):
+            raise ValueError(f"exporting a probe of a {type(model).__name__} is not supported")
         model.reset_classifier(self.cfg.num_classes)
         fc = model.get_classifier()
         assert isinstance(fc, nn.Linear)

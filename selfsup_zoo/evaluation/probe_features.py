@@ -13,6 +13,7 @@ Variants (names used in recipes and results):
 from __future__ import annotations
 
 import re
+from typing import cast
 
 import torch
 from timm.models import VisionTransformer
@@ -33,7 +34,8 @@ def default_variants(model: nn.Module) -> list[str]:
     ``cls1+avg``."""
     if family_of(model) == "cnn":
         return ["pool"]
-    width = int(getattr(model, "embed_dim", 768))
+    width = getattr(model, "embed_dim", 768)
+    assert isinstance(width, int)
     return ["cls4"] if width <= 384 else ["cls1+avg"]
 
 
@@ -49,6 +51,13 @@ def parse_variant(name: str) -> tuple[int, bool]:
     if match is None or int(match.group(1)) < 1:
         raise ValueError(f"unknown feature variant {name!r}: use pool, cls<n> or cls<n>+avg")
     return int(match.group(1)), match.group(2) is not None
+
+
+def _int_attribute(model: nn.Module, name: str) -> int:
+    value = getattr(model, name, None)
+    if not isinstance(value, int):
+        raise ValueError(f"{type(model).__name__} has no integer {name!r} (not a timm model?)")
+    return value
 
 
 class FeatureVariants(nn.Module):
@@ -81,9 +90,8 @@ class FeatureVariants(nn.Module):
     def _dim(self, variant: str) -> int:
         n, avg = self.parsed[variant]
         if n == 0:
-            return int(self.model.num_features)
-        width = int(self.model.embed_dim)
-        return width * (n + int(avg))
+            return _int_attribute(self.model, "num_features")
+        return _int_attribute(self.model, "embed_dim") * (n + int(avg))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Features of ``x: float[B, 3, H, W]``: variant -> ``[B, dims[variant]]``."""
@@ -92,7 +100,7 @@ class FeatureVariants(nn.Module):
             out["pool"] = self.model(x)
         if self.blocks:
             assert isinstance(self.model, VisionTransformer)  # checked in __init__
-            layers = self.model.forward_intermediates(
+            found = self.model.forward_intermediates(
                 x,
                 indices=self.blocks,
                 return_prefix_tokens=True,
@@ -101,6 +109,7 @@ class FeatureVariants(nn.Module):
                 intermediates_only=True,
             )
             # [(patch tokens [B, N, D], prefix tokens [B, P, D])] for the last `blocks` blocks
+            layers = cast(list[tuple[torch.Tensor, torch.Tensor]], found)
             for variant, (n, avg) in self.parsed.items():
                 if n == 0:
                     continue
