@@ -34,7 +34,8 @@ from selfsup_zoo.evaluation.probe_features import family_of
 from selfsup_zoo.evaluation.registry import ProtocolResult
 from selfsup_zoo.evaluation.session import EvalSession
 from selfsup_zoo.training.checkpoint import load_checkpoint
-from selfsup_zoo.training.data import EvalView, ImageFolderDataset, IndexSubset, stratified_holdout
+from selfsup_zoo.training.data import EvalView, ImageFolderDataset
+from selfsup_zoo.training.data.holdout import IndexSubset, stratified_holdout
 from selfsup_zoo.training.engine import NonFiniteLossError, train
 from selfsup_zoo.training.epoch_hooks import read_evaluations
 from selfsup_zoo.training.recipe import Recipe, load_recipe

@@ -20,7 +20,7 @@ from timm.data import Mixup
 from selfsup_zoo.evaluation.finetune_method import FineTune, FineTuneConfig
 from selfsup_zoo.hub import write_hub_folder
 from selfsup_zoo.training.checkpoint import list_checkpoints, load_checkpoint
-from selfsup_zoo.training.data import TimmTrainView
+from selfsup_zoo.training.data.timm_view import TimmTrainView
 from selfsup_zoo.training.optim import apply_schedules, build_optimizer
 from selfsup_zoo.training.recipe import OptimConfig, load_recipe
 

@@ -12,7 +12,7 @@ from helpers.subprocesses import run_python
 from selfsup_zoo.evaluation.__main__ import main
 from selfsup_zoo.evaluation.linear_probe import LinearProbe, LinearProbeConfig
 from selfsup_zoo.training.checkpoint import list_checkpoints, load_checkpoint
-from selfsup_zoo.training.data import stratified_holdout
+from selfsup_zoo.training.data.holdout import stratified_holdout
 from selfsup_zoo.training.optim import apply_schedules, build_optimizer
 from selfsup_zoo.training.recipe import OptimConfig
 

@@ -47,13 +47,10 @@ from selfsup_zoo.training.data.embedded import (
     resolve_data_root,
 )
 from selfsup_zoo.training.data.eval_view import EvalView
-from selfsup_zoo.training.data.holdout import IndexSubset, stratified_holdout
-from selfsup_zoo.training.data.labelled_view import LabelledCrop
 from selfsup_zoo.training.data.masking import block_mask, random_mask
 from selfsup_zoo.training.data.photometric import blur_kernel_size
 from selfsup_zoo.training.data.seeding import sample_seeds
 from selfsup_zoo.training.data.sere_views import SereViews
-from selfsup_zoo.training.data.timm_view import TimmTrainView
 from selfsup_zoo.training.data.views import VIEWS, build_views
 
 # The name this helper had when the package was one module (data.py); tests still import it.
@@ -66,10 +63,7 @@ __all__ = [
     "CorruptImageError",
     "EvalView",
     "ImageFolderDataset",
-    "IndexSubset",
-    "LabelledCrop",
     "SereViews",
-    "TimmTrainView",
     "VIEWS",
     "ViewTransform",
     "block_mask",
@@ -85,5 +79,4 @@ __all__ = [
     "resolve_data_root",
     "sample_crop_box",
     "sample_seeds",
-    "stratified_holdout",
 ]
