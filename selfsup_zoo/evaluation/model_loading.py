@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -50,20 +51,24 @@ def _check_name(name: str) -> None:
     )
 
 
-def create_eval_model(name: str, *, random_init: bool = False, seed: int = 0) -> nn.Module:
-    """The model with its weights (or random ones), pooled output (``num_classes=0``), eval mode.
+def create_eval_model(
+    name: str, *, random_init: bool = False, seed: int = 0, num_classes: int = 0, **kwargs: Any
+) -> nn.Module:
+    """The model with its weights (or random ones), eval mode; pooled output by default.
 
     Args:
         name: see the module docstring.
         random_init: skip the weights (the untrained baseline).
         seed: torch seed set just before the model is built (makes ``random_init`` repeatable).
+        num_classes: 0 = pooled features; else a new classifier of that many classes (fine-tuning).
+        kwargs: further ``timm.create_model`` arguments (``drop_path_rate``, ``global_pool``).
 
     Raises:
         EvaluationError: the name is not a model (with the closest names).
     """
     _check_name(name)
     torch.manual_seed(seed)
-    model = timm.create_model(name, pretrained=not random_init, num_classes=0)
+    model = timm.create_model(name, pretrained=not random_init, num_classes=num_classes, **kwargs)
     logger.info(
         "model %s (%s, %s weights)", name, type(model).__name__, "random" if random_init else "its"
     )

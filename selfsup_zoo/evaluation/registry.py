@@ -26,6 +26,14 @@ PROTOCOLS: dict[str, tuple[str, str]] = {
         "selfsup_zoo.evaluation.knn",
         "weighted k-NN of frozen features (DINO/iBOT: T 0.07, k 10 20 100 200)",
     ),
+    "linear": (
+        "selfsup_zoo.evaluation.linear",
+        "linear probe (CNN: CARE's protocol; ViT: DINO/iBOT's), optionally a grid in one pass",
+    ),
+    "finetune": (
+        "selfsup_zoo.evaluation.finetune",
+        "full fine-tuning (SERE / MAE protocol: layer decay, mixup, cutmix, RandAugment)",
+    ),
     "features": (
         "selfsup_zoo.evaluation.features",
         "write pooled (or token) embeddings of image folders to safetensors",

@@ -65,7 +65,9 @@ from selfsup_zoo.training.checkpoint import (
     save_checkpoint,
 )
 from selfsup_zoo.training.data import ImageFolderDataset, default_cache_dir
+from selfsup_zoo.training.data.holdout import IndexSubset
 from selfsup_zoo.training.dist import PeerLostError
+from selfsup_zoo.training.epoch_hooks import EpochHook, hook_due, run_epoch_hook
 from selfsup_zoo.training.export import export_method
 from selfsup_zoo.training.loader import build_train_data, iterate_steps
 from selfsup_zoo.training.preemption import (
@@ -130,6 +132,7 @@ def train(
     resume: str | None = None,
     dist_timeout_s: float = tdist.DEFAULT_TIMEOUT_S,
     allow_data_change: bool = False,
+    epoch_hook: EpochHook | None = None,
 ) -> RunResult:
     """Run (or resume) a recipe in ``run_dir``; call from every process of a ``torchrun`` job.
 
@@ -146,6 +149,8 @@ def train(
             before the run fails with :class:`PeerLostError` (multi-process runs only).
         allow_data_change: resume even when the data folder's fingerprint differs from the
             checkpoint's (a warning instead of a refusal).
+        epoch_hook: called after the epochs of ``engine.eval_epochs``
+            (``selfsup_zoo.training.epoch_hooks``).
 
     Returns:
         Where the run stopped and what it wrote.
@@ -158,6 +163,8 @@ def train(
         PeerLostError: a collective failed or timed out (another process died or hung).
     """
     run_path = Path(run_dir)
+    # A caller that already joined the process group (an evaluation protocol) keeps it.
+    caller_group = torch.distributed.is_available() and torch.distributed.is_initialized()
     with PreemptionWatch() as watch:
         info = tdist.init_distributed(
             recipe.engine.device, recipe.engine.dist_backend, timeout_min=dist_timeout_s / 60.0
@@ -166,7 +173,9 @@ def train(
         lock = RunLock(run_path)
         try:
             _lock_run_dir(lock, info, create=False)  # refuse at once while another run holds it
-            return _train(recipe, run_path, resume, info, watch, progress, lock, allow_data_change)
+            return _train(
+                recipe, run_path, resume, info, watch, progress, lock, allow_data_change, epoch_hook
+            )
         except RuntimeError as err:
             if not (info.distributed and tdist.is_collective_failure(err)):
                 raise
@@ -175,7 +184,8 @@ def train(
             ) from err
         finally:
             lock.release()
-            tdist.cleanup()
+            if not caller_group:
+                tdist.cleanup()
 
 
 @dataclass
@@ -195,6 +205,7 @@ def _train(
     progress: _Progress,
     lock: RunLock,
     allow_data_change: bool,
+    epoch_hook: EpochHook | None,
 ) -> RunResult:
     if info.device.type == "cuda":
         torch.backends.cudnn.benchmark = recipe.engine.cudnn_benchmark
@@ -217,6 +228,8 @@ def _train(
             metrics = train_step(state, micro_batches, step, lambda: watch.requested)
             progress.step = state.step
             run_logger.log(metrics, time.perf_counter())
+            if epoch_hook is not None and hook_due(state):
+                run_epoch_hook(epoch_hook, state, run_dir)
             preempted = metrics.stop_requested and state.step < stop_step
             if preempted or _checkpoint_due(state, stop_step):
                 _save(state, run_dir)
@@ -289,7 +302,7 @@ def _resume_point(
 def _check_resume(
     checkpoint: tuple[Path, dict[str, Any]] | None,
     recipe: Recipe,
-    dataset: ImageFolderDataset,
+    dataset: ImageFolderDataset | IndexSubset,
     info: tdist.DistInfo,
     allow_data_change: bool,
 ) -> DataIdentity:

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from selfsup_zoo.training import data as sdata
+from selfsup_zoo.training.data.holdout import IndexSubset, stratified_holdout
 from selfsup_zoo.training.dist import DistInfo
 from selfsup_zoo.training.recipe import Recipe
 from selfsup_zoo.training.sampler import StepSampler
@@ -67,7 +68,7 @@ class BatchToDevice:
 class TrainData:
     """What feeds the run: ``loader`` yields this rank's micro-batches in ``sampler`` order."""
 
-    dataset: sdata.ImageFolderDataset
+    dataset: sdata.ImageFolderDataset | IndexSubset
     sampler: StepSampler
     loader: DataLoader
     to_device: Callable[[MicroBatch], MicroBatch]
@@ -103,6 +104,16 @@ def _build_dataset(recipe: Recipe, info: DistInfo) -> sdata.ImageFolderDataset:
     return dataset
 
 
+def _training_part(
+    dataset: sdata.ImageFolderDataset, recipe: Recipe
+) -> sdata.ImageFolderDataset | IndexSubset:
+    """The folder less its held-out validation split (``data.holdout``), or the whole folder."""
+    if recipe.data.holdout <= 0:
+        return dataset
+    kept, _ = stratified_holdout(dataset.targets, recipe.data.holdout, recipe.data.holdout_seed)
+    return IndexSubset(dataset, kept)
+
+
 def build_train_data(recipe: Recipe, info: DistInfo) -> TrainData:
     """The recipe's data set, sampler and loader for this process.
 
@@ -110,7 +121,7 @@ def build_train_data(recipe: Recipe, info: DistInfo) -> TrainData:
         ValueError: no data root, or fewer images than one global batch.
     """
     eng, d = recipe.engine, recipe.data
-    dataset = _build_dataset(recipe, info)
+    dataset = _training_part(_build_dataset(recipe, info), recipe)
     micro, _ = eng.batch_layout(info.world_size)
     sampler = StepSampler(
         len(dataset), eng.global_batch, micro, info.world_size, info.rank, eng.seed

@@ -150,9 +150,12 @@ class Schedules:
 
 
 def apply_schedules(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:
-    """Set every group's lr, and its weight decay where the group decays (``apply_wd``)."""
+    """Set every group's lr (times its ``lr_scale``, 1 when absent: timm's convention for layer
+    decay, also how a grid of linear heads gives each head its own lr), and its weight decay where
+    the group decays (``apply_wd``)."""
     for g in optimizer.param_groups:
-        g["lr"] = lr
+        scale = g.get("lr_scale")
+        g["lr"] = lr if scale is None else lr * float(scale)
         g["weight_decay"] = weight_decay if g.get("apply_wd", True) else 0.0
 
 
@@ -186,7 +189,8 @@ def build_optimizer(
     """Create the recipe's optimizer over a method's groups; lr and wd are set per step later.
 
     Groups keep their ``weight_decay`` flag under the key ``apply_wd`` so that the engine knows
-    which groups follow the weight-decay schedule and which stay at 0.
+    which groups follow the weight-decay schedule and which stay at 0; a group's optional
+    ``lr_scale`` (a float) multiplies the scheduled lr for that group (:func:`apply_schedules`).
     """
     groups = []
     for i, g in enumerate(param_groups):
@@ -194,15 +198,16 @@ def build_optimizer(
         if not params:
             continue
         apply_wd = bool(g.get("weight_decay", True))
-        groups.append(
-            {
-                "params": params,
-                "name": str(g.get("name", f"group{i}")),
-                "apply_wd": apply_wd,
-                "weight_decay": optim_cfg.weight_decay if apply_wd else 0.0,
-                "lr": optim_cfg.warmup_start_lr,
-            }
-        )
+        group: dict[str, Any] = {
+            "params": params,
+            "name": str(g.get("name", f"group{i}")),
+            "apply_wd": apply_wd,
+            "weight_decay": optim_cfg.weight_decay if apply_wd else 0.0,
+            "lr": optim_cfg.warmup_start_lr,
+        }
+        if "lr_scale" in g:
+            group["lr_scale"] = float(g["lr_scale"])
+        groups.append(group)
     kwargs: dict[str, Any] = {}
     # fused kernels exist for CUDA only (here); foreach is a safe speed-up everywhere.
     impl = optim_cfg.impl

@@ -71,7 +71,10 @@ class RecipeError(ValueError):
 class DataConfig:
     # "" = must be given on the command line (--data-root); "embedded:digits" = the bundled set.
     root: str = ""
-    views: str = "care"  # views class: "care" -> CareViews, "sere" -> SereViews
+    # views class: "care" -> CareViews, "sere" -> SereViews, "labelled" -> LabelledCrop (one
+    # random-resized crop + flip and the label: linear probes), "timm" -> TimmTrainView (timm's
+    # create_transform: fine-tuning)
+    views: str = "care"
     view_args: dict[str, Any] = field(default_factory=dict)
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
@@ -84,6 +87,10 @@ class DataConfig:
     # Size the official run saw (ImageNet-1k train: 1,281,167); only used to report iterations per
     # epoch in dry runs and to warn when the data found differs. 0 = unknown.
     expected_images: int = 0
+    # Fraction of each class held out of training (seeded by holdout_seed, stratified; see
+    # ``selfsup_zoo.training.data.holdout``): a validation split carved from the training folder.
+    holdout: float = 0.0
+    holdout_seed: int = 0
 
 
 @dataclass
@@ -109,6 +116,9 @@ class EngineConfig:
     tensorboard: bool = True  # used when torch.utils.tensorboard is importable
     progress: bool = True
     export_at_end: bool = True
+    # Epochs (1-based) after which the run calls its epoch hook (an evaluation), if it was given
+    # one (``train(..., epoch_hook=...)``); empty = never.
+    eval_epochs: list[int] = field(default_factory=list)
 
     def batch_layout(self, world_size: int) -> tuple[int, int]:
         """(per-device micro-batch, accumulation steps) of the global batch on ``world_size``
@@ -208,7 +218,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "optim.lr_schedule": ("warmcos", "cosine", "constant"),
     "optim.clip_mode": ("per_param", "global", "none"),
     "optim.impl": ("default", "foreach", "fused", "for_loop"),
-    "data.views": ("care", "sere"),
+    "data.views": ("care", "sere", "labelled", "timm"),
 }
 
 
@@ -344,7 +354,12 @@ def _check_values(r: Recipe) -> None:
         raise RecipeError("optim.betas needs 2 values")
     if r.ema.index_offset not in (0, 1):
         raise RecipeError("ema.index_offset must be 0 (SERE) or 1 (CARE)")
-    if r.data.views != r.method.kind:
+    if not 0.0 <= r.data.holdout < 1.0:
+        raise RecipeError(f"data.holdout = {r.data.holdout} must be in [0, 1)")
+    if any(e_ < 1 for e_ in e.eval_epochs):
+        raise RecipeError(f"engine.eval_epochs {e.eval_epochs}: epochs are 1-based")
+    pretraining = ("care", "sere")
+    if r.method.kind in pretraining and r.data.views != r.method.kind:
         logger.warning("data.views = %r with method %r", r.data.views, r.method.kind)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from selfsup_zoo.training.checkpoint import CheckpointError
 from selfsup_zoo.training.data import ImageFolderDataset
+from selfsup_zoo.training.data.holdout import IndexSubset
 from selfsup_zoo.training.recipe import Recipe
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class DataIdentity:
     root: str
 
     @classmethod
-    def of(cls, dataset: ImageFolderDataset) -> DataIdentity:
+    def of(cls, dataset: ImageFolderDataset | IndexSubset) -> DataIdentity:
         """The identity of ``dataset`` now (one ``stat`` per image)."""
         return cls(dataset.fingerprint(), len(dataset), str(dataset.root))
 

@@ -1,5 +1,6 @@
-"""Registry of pre-training methods, imported lazily so that the engine and the recipes load
-without the (heavier) method modules, and a recipe naming one method never imports the other.
+"""Registry of methods (pre-training, and the evaluation jobs run on the engine), imported
+lazily so that the engine and the recipes load without the (heavier) method modules, and a recipe
+naming one method never imports the other.
 
 This module imports neither the recipes nor the engine (both import it): a recipe checks its
 ``[method]`` keys against :func:`config_fields`, and its own error says which key is wrong.
@@ -27,6 +28,9 @@ __all__ = [
 _REGISTRY: dict[str, tuple[str, str, str]] = {
     "care": ("selfsup_zoo.training.methods.care", "CareMethod", "CareConfig"),
     "sere": ("selfsup_zoo.training.methods.sere", "SereMethod", "SereConfig"),
+    # Evaluation jobs that run on the same engine (frozen-encoder probes, fine-tuning).
+    "linear": ("selfsup_zoo.evaluation.linear_probe", "LinearProbe", "LinearProbeConfig"),
+    "finetune": ("selfsup_zoo.evaluation.finetune_method", "FineTune", "FineTuneConfig"),
 }
 
 
