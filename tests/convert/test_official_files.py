@@ -25,7 +25,7 @@ from selfsup_zoo.errors import ArchitectureMismatchError, ConversionError, Unsaf
 from selfsup_zoo.shapes import expected_shapes
 from selfsup_zoo.training.export import main as export_main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SERE_HEADS = ("channel_sere", "pixel_sere", "channel_sere_local", "pixel_sere_local")
 
 
