@@ -55,7 +55,8 @@ def _resnet50(seed: int) -> torch.nn.Module:
 
 
 def _care_heads(prefix: str, predictor: bool) -> dict[str, torch.Tensor]:
-    # Names from care.md §1.3/§3.3; small stand-in shapes (the converter drops them by name).
+    # Names from docs/methods/care.md §1.3/§3.3; small stand-in shapes (the converter drops them
+    # by name).
     out = {
         f"{prefix}trans.layer.0.attn.qkv.weight": torch.randn(12, 4),
         f"{prefix}trans.layer.0.norm1.running_mean": torch.zeros(4),
