@@ -77,7 +77,7 @@ class RunLock:
         except FileNotFoundError:
             return False
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock_waiting_for_orphans(fd)
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
@@ -130,6 +130,48 @@ class RunLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+# How long a lock whose recorded holder has died may stay held by processes it forked (DataLoader
+# workers notice their parent's death within 5 s and exit; they share the flock until then).
+ORPHAN_WAIT_S = 30.0
+
+
+def _flock_waiting_for_orphans(fd: int) -> None:
+    """Take the lock without waiting, except when the holder recorded in the file is a process of
+    this host that no longer runs: then its forked children (which inherit the flock) are winding
+    down, and the lock is retried for up to :data:`ORPHAN_WAIT_S` seconds.
+
+    Raises:
+        BlockingIOError: a live process holds the lock (or the orphans outlived the wait).
+    """
+    deadline = time.monotonic() + ORPHAN_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if not _holder_is_dead(fd) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _holder_is_dead(fd: int) -> bool:
+    """Whether the lock file names a process of this host that no longer exists."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+        host, pid = str(info["host"]), int(info["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        return False
+    return False
 
 
 def _read_holder(fd: int) -> str:
