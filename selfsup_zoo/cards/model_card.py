@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml  # a dependency of huggingface_hub, which the package requires
@@ -10,6 +10,7 @@ import yaml  # a dependency of huggingface_hub, which the package requires
 from selfsup_zoo.catalog import CatalogEntry, Result
 
 from .facts import model_facts
+from .measured import MeasuredResult, measured_model_index, measured_section
 from .sections import (
     citation,
     describe,
@@ -32,8 +33,9 @@ def _front_matter(meta: dict[str, Any]) -> str:
     return f"---\n{body}---\n"
 
 
-def _model_index(entry: CatalogEntry) -> list[dict[str, Any]]:
-    # One model-index result per (protocol, split), each with its metrics and its source.
+def _model_index(entry: CatalogEntry, measured: Sequence[MeasuredResult]) -> list[dict[str, Any]]:
+    # One model-index result per (protocol, split), each with its metrics and its source; then
+    # the results measured on the weights themselves, under the same model.
     groups: dict[tuple[str, str], list[Result]] = {}
     for result in entry.results:
         groups.setdefault((result.protocol, metric_of(result)[2]), []).append(result)
@@ -51,12 +53,17 @@ def _model_index(entry: CatalogEntry) -> list[dict[str, Any]]:
                 "source": {"name": rows[0].source, "url": source_url(rows[0], entry)},
             }
         )
-    return [{"name": entry.name, "results": results}]
+    return [{"name": entry.name, "results": results + measured_model_index(measured)}]
 
 
-def _entry_front_matter(entry: CatalogEntry) -> dict[str, Any]:
+def _metric_types(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    return [str(m["type"]) for r in results for m in r["metrics"]]
+
+
+def _entry_front_matter(entry: CatalogEntry, measured: Sequence[MeasuredResult]) -> dict[str, Any]:
     classifier = entry.num_classes > 0
-    metrics = list(dict.fromkeys(metric_of(r)[1] for r in entry.results))
+    model_index = _model_index(entry, measured)
+    metrics = list(dict.fromkeys(_metric_types(model_index[0]["results"])))
     return {
         "library_name": "timm",
         "license": entry.license,
@@ -65,7 +72,7 @@ def _entry_front_matter(entry: CatalogEntry) -> dict[str, Any]:
         + (["image-classification"] if classifier else []),
         "datasets": ["imagenet-1k"],
         "metrics": metrics,
-        "model-index": _model_index(entry),
+        "model-index": model_index,
     }
 
 
@@ -77,6 +84,7 @@ def render_model_card(
     architecture: str | None = None,
     model_args: Mapping[str, Any] | None = None,
     num_classes: int | None = None,
+    measured: Sequence[MeasuredResult] = (),
 ) -> str:
     """Render the Hugging Face model card (``README.md``) of one checkpoint.
 
@@ -91,18 +99,26 @@ def render_model_card(
         model_args: timm kwargs of ``architecture`` (only with ``entry`` None).
         num_classes: classifier size of the weights (only with ``entry`` None; None = timm's
             default or ``model_args``'), so that the parameter count is the weights' own.
+        measured: results measured on these very weights (a reproduction report): added to the
+            ``model-index`` beside the paper's, and as a section of their own.
+
+    Returns:
+        The card's text: YAML front matter, then Markdown.
     """
     if entry is None:
         if not architecture:
             raise ValueError("render_model_card needs `architecture` when `entry` is None")
-        return _render_generic_card(architecture, model_args or {}, num_classes, sha256, provenance)
+        return _render_generic_card(
+            architecture, model_args or {}, num_classes, sha256, provenance, measured
+        )
     facts = model_facts(entry.timm_arch, entry.model_args, entry.num_classes)
     published = sha256 is not None
     parts = [
-        _front_matter(_entry_front_matter(entry)),
+        _front_matter(_entry_front_matter(entry, measured)),
         *describe(entry, facts),
         *usage(entry, facts, published),
         *results(entry),
+        *(measured_section(measured) if measured else []),
         *provenance_section(entry, provenance),
         *weights_section(entry, sha256),
         *licence_section(entry),
@@ -118,16 +134,22 @@ def _render_generic_card(
     num_classes: int | None,
     sha256: str | None,
     provenance: Mapping[str, Any] | None,
+    measured: Sequence[MeasuredResult],
 ) -> str:
     method = str((provenance or {}).get("method", "")).lower()
     facts = model_facts(architecture, model_args, num_classes)
-    meta = {
+    meta: dict[str, Any] = {
         "library_name": "timm",
         # Weights of a local run carry no licence of their own; "other" makes that explicit.
         "license": "other",
         "tags": ["image-feature-extraction", "timm", "self-supervised"]
         + ([method] if method in METHOD_TITLES else []),
     }
+    measured_index = measured_model_index(measured)
+    if measured_index:
+        name = str((provenance or {}).get("recipe") or architecture)
+        meta["metrics"] = list(dict.fromkeys(_metric_types(measured_index)))
+        meta["model-index"] = [{"name": name, "results": measured_index}]
     args = ", ".join(f"{k}={v!r}" for k, v in model_args.items())
     lines = [
         _front_matter(meta),
@@ -157,6 +179,7 @@ def _render_generic_card(
         'model = timm.create_model("local-dir:<this folder>", pretrained=True).eval()',
         "```",
         "",
+        *(measured_section(measured) if measured else []),
         "## Provenance",
         "",
     ]

@@ -6,21 +6,24 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from selfsup_zoo.errors import closest
 from selfsup_zoo.evaluation.cli import run_protocol
-from selfsup_zoo.evaluation.registry import PROTOCOLS
+from selfsup_zoo.evaluation.registry import COMMANDS, PROTOCOLS
 
 _PROG = "python -m selfsup_zoo.evaluation"
 
 
 def _usage() -> str:
-    width = max(len(n) for n in PROTOCOLS)
+    width = max(len(n) for n in (*PROTOCOLS, *COMMANDS))
     rows = "\n".join(f"  {name:<{width}}  {summary}" for name, (_, summary) in PROTOCOLS.items())
+    other = "\n".join(f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items())
     return (
-        f"usage: {_PROG} <protocol> MODEL [--train DIR --val DIR] [--out DIR] [options]\n\n"
-        f"protocols:\n{rows}\n\n"
+        f"usage: {_PROG} <protocol> MODEL [--train DIR --val DIR] [--out DIR] [options]\n"
+        f"       {_PROG} report RUN_FOLDER\n\n"
+        f"protocols:\n{rows}\n\nother commands:\n{other}\n\n"
         f"MODEL: a timm or zoo name, local-dir:<hub folder> or hf-hub:<repo> (--random-init for "
         f"the untrained baseline).\nOptions of a protocol: {_PROG} <protocol> --help"
     )
@@ -33,8 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0 if args else 2
     name = args[0]
+    if name in COMMANDS:
+        command = importlib.import_module(COMMANDS[name][0])
+        status: int = command.main(args[1:], prog=f"{_PROG} {name}")
+        return status
     if name not in PROTOCOLS:
-        close = closest(name, PROTOCOLS, n=1, cutoff=0.6)
+        close = closest(name, [*PROTOCOLS, *COMMANDS], n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         print(f"error: unknown protocol {name!r}{hint}\n\n{_usage()}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ from typing import Any, Protocol, cast
 
 from selfsup_zoo.evaluation.session import EvalSession
 
-__all__ = ["PROTOCOLS", "ProtocolModule", "ProtocolResult", "load_protocol"]
+__all__ = ["COMMANDS", "PROTOCOLS", "ProtocolModule", "ProtocolResult", "load_protocol"]
 
 #: name -> (module, one-line summary). The summary is here so that the top-level help needs no
 #: protocol imported.
@@ -37,6 +37,15 @@ PROTOCOLS: dict[str, tuple[str, str]] = {
     "features": (
         "selfsup_zoo.evaluation.features",
         "write pooled (or token) embeddings of image folders to safetensors",
+    ),
+}
+
+#: Subcommands that are not protocols (they evaluate no model): name -> (module, summary). The
+#: module has ``main(argv, prog) -> int``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "report": (
+        "selfsup_zoo.evaluation.report.cli",
+        "rebuild a finished run's report.json, report.md, plots and measured model card",
     ),
 }
 
