@@ -40,7 +40,7 @@ def _folder(root: Path, per_class: int, seed: int) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished tiny smoke_care run (6 steps, exported), its k-NN and its random-init twin's
+    """A finished tiny smoke_care run (3 steps, exported), its k-NN and its random-init twin's
     under eval/, and a periodic k-NN record in the contract's format."""
     base = tmp_path_factory.mktemp("report_run")
     train_dir = _folder(base / "data" / "train", 12, seed=0)
@@ -52,7 +52,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             f'data.root="{train_dir}"',
             "data.workers=0",
             f'data.cache_dir="{base / "cache"}"',
-            "engine.epochs=2",
+            "engine.epochs=1",
             "engine.export_at_end=true",
         ],
     )
@@ -93,7 +93,7 @@ def test_report_json_has_every_field(run_dir: Path) -> None:
     assert prov["recipe"] == "smoke_care" and len(prov["recipe_sha256"]) == 64
     assert len(prov["data_fingerprint"]) == 64 and prov["data_images"] == 24
     assert prov["world_size"] == 1 and prov["devices"] == "1 x cpu"
-    assert prov["steps"] == prov["total_steps"] == 6
+    assert prov["steps"] == prov["total_steps"] == 3
     assert prov["wall_time_s"] > 0 and prov["device_hours"] > 0
     assert set(prov["versions"]) == {"torch", "timm"} and len(prov["weights_sha256"]) == 64
     text = (run_dir / REPORT_MD).read_text()

@@ -22,7 +22,7 @@ _NOT_LOSSES = frozenset(
 )
 #: (log.jsonl field, panel title, y label) of the schedules figure.
 _SCHEDULES = (
-    ("lr", "Learning rate", "lr"),
+    ("lr", "Learning rate", "learning rate"),
     ("wd", "Weight decay", "weight decay"),
     ("momentum", "EMA (teacher) momentum", "momentum"),
 )
@@ -44,7 +44,8 @@ def _new_figure(panels: int, title: str) -> tuple[Figure, list[Any]]:
 
     cols = min(panels, 3)
     rows = math.ceil(panels / cols)
-    fig = Figure(figsize=(4.2 * cols, 3.2 * rows), dpi=100, layout="constrained")
+    size = (4.2 * cols, 3.2 * rows) if panels > 1 else (6.4, 4.2)
+    fig = Figure(figsize=size, dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     axes = [fig.add_subplot(rows, cols, i + 1) for i in range(panels)]
     fig.suptitle(title)
