@@ -8,6 +8,7 @@ export from a checkpoint later reads it back from the file, so both exports say 
 from __future__ import annotations
 
 import hashlib
+import platform
 import subprocess
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ from typing import Any
 import timm
 import torch
 
+from selfsup_zoo import __version__ as zoo_version
 from selfsup_zoo.training.recipe import Recipe
 
 __all__ = ["RunProvenance", "git_commit", "device_name", "describe_devices", "export_provenance"]
@@ -69,6 +71,8 @@ class RunProvenance:
     devices: str  # e.g. "8 x NVIDIA H200"
     torch: str
     timm: str
+    selfsup_zoo: str = ""  # "" in checkpoints written before it was recorded
+    python: str = ""
 
     @classmethod
     def collect(cls, recipe_json: str, world_size: int, devices: str) -> RunProvenance:
@@ -80,6 +84,8 @@ class RunProvenance:
             devices=devices,
             torch=str(torch.__version__),  # a TorchVersion: keep the plain string
             timm=str(timm.__version__),
+            selfsup_zoo=zoo_version,
+            python=platform.python_version(),
         )
 
     @classmethod
@@ -88,7 +94,8 @@ class RunProvenance:
         has (commit and world size; the other fields "")."""
         stored = state.get("provenance")
         if isinstance(stored, Mapping):
-            return cls(**{k: stored[k] for k in cls.__dataclass_fields__})
+            fields = {k: stored[k] for k in cls.__dataclass_fields__ if k in stored}
+            return cls(**{"torch": "", "timm": "", **fields})
         return cls(
             git_commit=str(state.get("git_commit", "")),
             recipe_sha256="",
@@ -133,7 +140,7 @@ def export_provenance(
         "steps": steps,
         "total_steps": total_steps,
     }
-    for key in ("recipe_sha256", "devices", "torch", "timm"):
+    for key in ("recipe_sha256", "devices", "torch", "timm", "selfsup_zoo", "python"):
         value = getattr(run, key)
         if value:
             out[key] = value

@@ -4,6 +4,7 @@ from a checkpoint in the layout written before provenance was stored."""
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 from helpers.tiny_runs import TINY_SERE_MODEL
 
+import selfsup_zoo
 from selfsup_zoo.training.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -23,6 +25,7 @@ from selfsup_zoo.training.checkpoint import (
 )
 from selfsup_zoo.training.engine import train
 from selfsup_zoo.training.export import export_checkpoint
+from selfsup_zoo.training.provenance import RunProvenance
 from selfsup_zoo.training.recipe import load_recipe
 
 
@@ -109,6 +112,8 @@ def test_checkpoint_without_provenance_resumes_and_exports(tmp_path, images, cac
     train(load_recipe("smoke_sere", _tiny_sere(images, cache, "engine.max_steps=1")), run)
     new = load_checkpoint(checkpoint_path(run, 1))
     assert new["provenance"]["recipe_sha256"] and new["provenance"]["torch"] == torch.__version__
+    assert new["provenance"]["selfsup_zoo"] == selfsup_zoo.__version__
+    assert new["provenance"]["python"] == platform.python_version()
     old = {k: v for k, v in new.items() if k != "provenance"}
     old_run = tmp_path / "old"
     save_checkpoint(old, checkpoint_path(old_run, 1))
@@ -125,3 +130,12 @@ def test_checkpoint_without_provenance_resumes_and_exports(tmp_path, images, cac
     ]
     assert provenance["steps"] == 1 and provenance["source_checkpoint"] == "step_000000001.pt"
     assert "torch" not in provenance  # unknown for the old layout: left out, not guessed
+
+
+def test_provenance_stored_before_versions_were_recorded_reads_back():
+    """A checkpoint whose stored provenance predates the selfsup_zoo/python fields reads back with
+    those fields empty (an export then leaves them out)."""
+    stored = {"git_commit": "abc", "recipe_sha256": "0" * 64, "world_size": 2, "devices": "2 x cpu"}
+    stored |= {"torch": "2.0", "timm": "1.0"}
+    run = RunProvenance.from_checkpoint({"provenance": stored})
+    assert (run.world_size, run.torch, run.selfsup_zoo, run.python) == (2, "2.0", "", "")
