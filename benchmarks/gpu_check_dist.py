@@ -27,6 +27,7 @@ from .gpu_check_table import Row
 __all__ = ["resume_rows", "differences"]
 
 _RECIPE = "smoke_care"
+_TIMEOUT_S = 300.0  # one two-process job (the CPU quick mode on a busy 2-core machine: ~60 s)
 
 
 def _free_port() -> int:
@@ -90,13 +91,18 @@ def differences(a: object, b: object, path: str = "") -> list[str]:
     return [] if a == b else [path]
 
 
-def _backends(device: str) -> list[tuple[str, str]]:
-    """(backend, why) to try in order."""
+def _backends(device: str) -> list[tuple[str, str, float]]:
+    """(backend, why, seconds the first job may take) to try in order."""
     if not device.startswith("cuda"):
-        return [("gloo", "CPU")]
+        return [("gloo", "CPU", _TIMEOUT_S)]
     if torch.cuda.device_count() >= 2:
-        return [("nccl", "one GPU per rank")]
-    return [("nccl", "one GPU: NCCL usually refuses two ranks on it"), ("gloo", "one GPU, shared")]
+        return [("nccl", "one GPU per rank", _TIMEOUT_S)]
+    # NCCL fails its first collective at once with "Duplicate GPU detected"; a short limit keeps a
+    # hang from eating the check's five minutes
+    return [
+        ("nccl", "one GPU: NCCL usually refuses two ranks on it", 90.0),
+        ("gloo", "one GPU, shared", _TIMEOUT_S),
+    ]
 
 
 def resume_rows(device: str, quick: bool, work: Path) -> list[Row]:
@@ -111,25 +117,24 @@ def resume_rows(device: str, quick: bool, work: Path) -> list[Row]:
         One row: pass when the final checkpoints (method, optimizer, scaler, step) are equal.
     """
     total, first = (4, 2) if quick else (6, 3)
-    timeout = 300.0
     base = smoke_overrides(_RECIPE, device, total, work / "cache") + [
         "engine.precision=fp32",
         "engine.global_batch=16",
     ]
     notes = []
-    for backend, why in _backends(device):
+    for backend, why, first_timeout in _backends(device):
         over = [*base, f"engine.dist_backend={backend}"]
         tag = f"{backend}"
         try:
-            _job(work / f"dist-{tag}-full", over, False, work / f"dist-{tag}-full", timeout)
+            _job(work / f"dist-{tag}-full", over, False, work / f"dist-{tag}-full", first_timeout)
         except RuntimeError as err:
             notes.append(f"{backend} ({why}) failed: {str(err)[:200]}")
             print(f"  two-process run with {backend} failed, reason: {err}", flush=True)
             continue
         stopped = [*over, f"engine.max_steps={first}", f"engine.ckpt_every_steps={first}"]
         resumed_dir = work / f"dist-{tag}-resumed"
-        _job(resumed_dir, stopped, False, work / f"dist-{tag}-part1", timeout)
-        _job(resumed_dir, over, True, work / f"dist-{tag}-part2", timeout)
+        _job(resumed_dir, stopped, False, work / f"dist-{tag}-part1", _TIMEOUT_S)
+        _job(resumed_dir, over, True, work / f"dist-{tag}-part2", _TIMEOUT_S)
         full = find_latest_checkpoint(work / f"dist-{tag}-full")
         resumed = find_latest_checkpoint(resumed_dir)
         if full is None or resumed is None:
@@ -154,7 +159,7 @@ def _rank_main(argv: list[str] | None = None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     recipe = load_recipe(_RECIPE, args.set)
-    train(recipe, args.run_dir, resume="auto" if args.resume else None, dist_timeout_s=120.0)
+    train(recipe, args.run_dir, resume="auto" if args.resume else None, dist_timeout_s=60.0)
     return 0
 
 

@@ -18,7 +18,6 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
-from torch import nn
 
 from selfsup_zoo.training.methods.base import StepInfo
 from selfsup_zoo.training.methods.care import CareConfig, CareMethod
@@ -28,6 +27,8 @@ from .gpu_check_table import Row, compare
 from .steps import StepShape, care_shape, sere_batch, sere_config, sere_shape
 
 __all__ = ["step_rows", "PRECISIONS"]
+
+Method = CareMethod | SereMethod
 
 # Per-device batches tried after the reference batch; a batch that does not fit is skipped.
 GPU_BATCHES = (32, 64, 128)
@@ -60,7 +61,7 @@ def _tiny_care(size: int) -> CareConfig:
     )
 
 
-def _build(kind: str, quick: bool) -> nn.Module:
+def _build(kind: str, quick: bool) -> Method:
     """The method, built on the CPU with seed 0."""
     torch.manual_seed(0)
     if kind == "care":
@@ -69,11 +70,11 @@ def _build(kind: str, quick: bool) -> nn.Module:
         return CareMethod(cfg).train()
     shape = sere_shape(quick, gpu=False)
     # drop path draws on the device's RNG: off, so that CPU and GPU see the same network
-    cfg = dataclasses.replace(sere_config("vit_small_patch16_224", quick, shape), drop_path=0.0)
-    return SereMethod(cfg).train()
+    sere = dataclasses.replace(sere_config("vit_small_patch16_224", quick, shape), drop_path=0.0)
+    return SereMethod(sere).train()
 
 
-def _batch(kind: str, shape: StepShape, method: nn.Module, device: str) -> dict[str, torch.Tensor]:
+def _batch(kind: str, shape: StepShape, method: Method, device: str) -> dict[str, torch.Tensor]:
     if kind == "sere":
         assert isinstance(method, SereMethod)
         return sere_batch(shape, method.student.patch_size[0], device)
@@ -82,8 +83,8 @@ def _batch(kind: str, shape: StepShape, method: nn.Module, device: str) -> dict[
     return {f"x{k}": v.to(device) for k, v in views.items()}
 
 
-def _optimizer(kind: str, method: nn.Module) -> torch.optim.Optimizer:
-    groups = method.param_groups()  # type: ignore[operator]  # both methods define it
+def _optimizer(kind: str, method: Method) -> torch.optim.Optimizer:
+    groups = method.param_groups()
     if kind == "care":
         return torch.optim.SGD(groups[0]["params"], lr=0.05, momentum=0.9, weight_decay=1e-4)
     return torch.optim.AdamW(
@@ -95,17 +96,18 @@ def _optimizer(kind: str, method: nn.Module) -> torch.optim.Optimizer:
     )
 
 
-def _forward(kind: str, method: nn.Module, batch: dict[str, torch.Tensor], n: int) -> torch.Tensor:
+def _forward(kind: str, method: Method, batch: dict[str, torch.Tensor], n: int) -> torch.Tensor:
     info = StepInfo(step=n, epoch=1, steps_per_epoch=1000, total_steps=1000)
     if kind == "care":
         momentum = 1 - (1 - 0.99) * (math.cos(math.pi * n / 1000) + 1) / 2
-        method.update_teacher(momentum)  # type: ignore[operator]  # CareMethod's EMA
+        assert isinstance(method, CareMethod)
+        method.update_teacher(momentum)
     loss: torch.Tensor = method(batch, info)["loss"]
     return loss
 
 
 def _steps(
-    kind: str, base: nn.Module, shape: StepShape, precision: str, device: str, steps: int
+    kind: str, base: Method, shape: StepShape, precision: str, device: str, steps: int
 ) -> tuple[list[float], float, float]:
     """Train a copy of ``base`` for ``steps`` steps: (losses, median seconds per step, peak GiB)."""
     method = copy.deepcopy(base).to(device)
@@ -126,8 +128,8 @@ def _steps(
             scaler.unscale_(optimizer)
         else:
             loss.backward()
-        if kind == "sere":
-            for p in method.student.parameters():  # type: ignore[union-attr]  # per-param clip
+        if isinstance(method, SereMethod):  # per-parameter clipping to 0.3
+            for p in method.student.parameters():
                 if p.grad is not None:
                     p.grad.mul_(torch.clamp(0.3 / (p.grad.norm() + 1e-6), max=1.0))
         if scaler is not None:
@@ -135,8 +137,8 @@ def _steps(
             scaler.update()
         else:
             optimizer.step()
-        if kind == "sere":
-            method.update_teacher(0.996)  # type: ignore[operator]  # SereMethod's EMA
+        if isinstance(method, SereMethod):
+            method.update_teacher(0.996)
         losses.append(float(loss.detach()))  # synchronises the device
         times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
@@ -146,7 +148,7 @@ def _steps(
     return losses, statistics.median(times[1:] or times), peak
 
 
-def _reference(kind: str, base: nn.Module, shape: StepShape) -> float:
+def _reference(kind: str, base: Method, shape: StepShape) -> float:
     """CPU fp32 loss of step 0 (forward only) on a copy of ``base``."""
     method = copy.deepcopy(base)
     with torch.no_grad():
@@ -198,7 +200,7 @@ def step_rows(device: str, quick: bool, steps: int = 3) -> list[Row]:
 
 def _one(
     kind: str,
-    base: nn.Module,
+    base: Method,
     shape: StepShape,
     precision: str,
     device: str,
