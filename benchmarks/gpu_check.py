@@ -74,7 +74,7 @@ def run_items(device: str, quick: bool, only: list[str], work: Path) -> list[Row
             continue
         start = time.perf_counter()
         print(f"== {name}", flush=True)
-        isolated(name, rows, items[name])
+        isolated(name, rows, items[name], echo=False)  # the items print their rows
         print(f"== {name} done in {time.perf_counter() - start:.0f} s", flush=True)
     return rows
 

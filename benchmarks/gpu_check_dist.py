@@ -145,9 +145,14 @@ def resume_rows(device: str, quick: bool, work: Path) -> list[Row]:
         if notes:
             note += "; " + "; ".join(notes)
         if diff:
-            return [Row("2-process resume (fp32)", "FAIL", note=f"{note}; differ at {diff[:3]}")]
-        return [Row("2-process resume (fp32)", "pass", note=f"{note}; bit-identical")]
-    return [Row("2-process resume (fp32)", "FAIL", note="; ".join(notes))]
+            row = Row("2-process resume (fp32)", "FAIL", note=f"{note}; differ at {diff[:3]}")
+        else:
+            row = Row("2-process resume (fp32)", "pass", note=f"{note}; bit-identical")
+        break
+    else:
+        row = Row("2-process resume (fp32)", "FAIL", note="; ".join(notes))
+    print(f"  {row.item}: {row.status} {row.note}", flush=True)
+    return [row]
 
 
 def _rank_main(argv: list[str] | None = None) -> int:

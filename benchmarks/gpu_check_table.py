@@ -86,13 +86,25 @@ def all_passed(rows: list[Row]) -> bool:
     return bool(rows) and all(r.status != "FAIL" for r in rows)
 
 
-def isolated(item: str, rows: list[Row], run: Callable[[], Row | list[Row]]) -> None:
-    """Run one item; an exception becomes a FAIL row with its error, and the next item runs."""
+def isolated(
+    item: str, rows: list[Row], run: Callable[[], Row | list[Row]], echo: bool = True
+) -> None:
+    """Run one item and append its rows; an exception becomes a FAIL row with its error instead.
+
+    Args:
+        item: the name of the row an exception becomes.
+        rows: where the rows go.
+        run: the item (returns one row or several).
+        echo: print each row as it comes (off where ``run`` printed its rows itself).
+    """
     try:
         out = run()
     except Exception as err:  # noqa: BLE001 - every item reports its own failure and the rest run
         logger.exception("%s failed", item)
-        out = Row(item, "FAIL", note=f"{type(err).__name__}: {str(err).splitlines()[0][:160]}")
+        first = (str(err).splitlines() or [""])[0][:160]
+        out = Row(item, "FAIL", note=f"{type(err).__name__}: {first}")
+        echo = True
     for row in out if isinstance(out, list) else [out]:
-        print(f"  {row.item}: {row.status} {row.note}", flush=True)
+        if echo:
+            print(f"  {row.item}: {row.status} {row.note}", flush=True)
         rows.append(row)
