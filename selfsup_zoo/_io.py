@@ -33,6 +33,37 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def current_umask() -> int:
+    """The process's file mode creation mask, read without changing it where the OS allows.
+
+    Returns:
+        The umask (e.g. ``0o022``).
+    """
+    try:  # Linux: read it; os.umask can only be read by setting it (racy with other threads)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike[str]) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would have given it under the umask.
+
+    ``tempfile.mkdtemp`` creates 0700 folders and ``shutil.copy2`` copies the source's mode, so a
+    folder staged with them and renamed into a shared cache would be private to its writer: this
+    sets 0777 (folders) or 0666 (files) minus the umask, e.g. 0755 / 0644 under umask 022.
+
+    Args:
+        path: a file or folder owned by this process.
+    """
+    full = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, full & ~current_umask())
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
     """Write ``path`` so that it never exists half-written under its final name.
 

@@ -25,7 +25,7 @@ from safetensors.torch import save
 from timm.models import PretrainedCfg
 
 from . import catalog
-from ._io import atomic_write, atomic_write_text, file_lock, fsync_dir
+from ._io import apply_umask, atomic_write, atomic_write_text, file_lock, fsync_dir
 from .cards import render_model_card
 from .catalog import CATALOG, WEIGHTS_FILENAME, CatalogEntry
 from .shapes import check_state_dict, expected_shapes, feature_dim, jsonable, meta_model
@@ -244,7 +244,9 @@ def install_hub_folder(folder: HubFolder | str | os.PathLike[str], name: str) ->
     Safe while other processes load or install the same checkpoint: installers of one entry take
     turns (a lock file ``.<name>.lock`` beside it), the files are copied into a staging folder
     first, and each becomes visible with one atomic rename, so that a reader finds either no entry,
-    or complete files (old or new), never a half-copied or missing weights file.
+    or complete files (old or new), never a half-copied or missing weights file. The entry and its
+    files get the modes the umask gives (0755 / 0644 under umask 022), so that a weights directory
+    shared by several users or jobs stays readable to all of them.
 
     Args:
         folder: the hub folder (or its path) to copy.
@@ -262,6 +264,7 @@ def install_hub_folder(folder: HubFolder | str | os.PathLike[str], name: str) ->
     with file_lock(root / f".{entry.name}.lock"):
         staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=root))
         try:
+            apply_umask(staging)  # mkdtemp makes it 0700; the entry it becomes is shared
             names = _stage(src, staging)
             if not dest.exists():
                 os.replace(staging, dest)  # a new entry appears whole
@@ -279,6 +282,7 @@ def _stage(src: Path, staging: Path) -> list[str]:
     for item in sorted(src.iterdir()):
         if item.is_file():
             shutil.copy2(item, staging / item.name)
+            apply_umask(staging / item.name)  # not the source's mode (a private 0600 file)
             with open(staging / item.name, "rb+") as f:
                 os.fsync(f.fileno())
             names.append(item.name)

@@ -16,7 +16,11 @@ older checkpoints load unchanged.
 
 Files are written to a temporary ``.<name>.tmp`` in the same folder, fsynced and renamed, so a crash
 never leaves a half-written file under the final name; a damaged file (cut off while copied) is
-still detected on load, and :func:`find_latest_checkpoint` falls back to the previous one. A save
+still detected on load, and :func:`find_latest_checkpoint` falls back to the previous one. A file
+that torch's weights-only unpickler refuses for what it would build (an official CARE/SERE file,
+any foreign pickle) is not damage: :func:`load_checkpoint` refuses it with the converters' "unsafe
+to unpickle" message and, when it is an official file, names the ``python -m selfsup_zoo.convert``
+command that reads it. A save
 that fails (disk full, file size limit, quota) removes its temporary file, leaves the previous
 checkpoints untouched and raises :class:`CheckpointWriteError` naming the file, the space it needed
 and what to do.
@@ -34,6 +38,13 @@ from typing import Any
 import torch
 
 from selfsup_zoo._io import atomic_write
+from selfsup_zoo.convert import looks_like_care, looks_like_sere
+from selfsup_zoo.convert.loading import (
+    is_unsafe_pickle_error,
+    load_official,
+    unsafe_checkpoint_error,
+)
+from selfsup_zoo.errors import UnsafeCheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +52,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
     "CheckpointWriteError",
+    "UnsafeTrainingCheckpointError",
     "checkpoint_path",
     "save_checkpoint",
     "load_checkpoint",
@@ -66,6 +78,14 @@ class CheckpointError(RuntimeError):
 
 class CheckpointWriteError(CheckpointError):
     """A checkpoint could not be written (no space, file size limit, quota, I/O error)."""
+
+
+class UnsafeTrainingCheckpointError(CheckpointError, UnsafeCheckpointError):
+    """A file given as a training checkpoint that needs objects unsafe to unpickle: refused.
+
+    Both a :class:`CheckpointError` (callers that skip unusable checkpoints skip it) and the
+    converters' :class:`~selfsup_zoo.errors.UnsafeCheckpointError`.
+    """
 
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
@@ -179,6 +199,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises RuntimeError/EOFError/UnpicklingError/... on damage
+        if is_unsafe_pickle_error(err):
+            # not damage: a complete pickle that would build objects outside the allow-list
+            refusal = unsafe_checkpoint_error(path, err)
+            raise UnsafeTrainingCheckpointError(f"{refusal}{_convert_hint(path)}") from None
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({type(err).__name__}: {err}). "
             "It was probably cut off while being written or copied; delete it and resume from the "
@@ -188,11 +212,47 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"{path} is not a selfsup_zoo training checkpoint (format "
             f"{state.get('format') if isinstance(state, dict) else type(state)})"
+            f"{_convert_hint(path, state)}"
         )
     missing = [k for k in _REQUIRED if k not in state]
     if missing or state["complete"] is not True:
         raise CheckpointError(f"checkpoint {path} is incomplete (missing {missing})")
     return state
+
+
+def _official_method(obj: object) -> str | None:
+    """``"care"`` or ``"sere"`` when a loaded object holds that method's network, else None."""
+    if looks_like_sere(obj):  # checked first: a SERE file's student/teacher entries are explicit
+        return "sere"
+    if looks_like_care(obj):
+        return "care"
+    return None
+
+
+def _convert_hint(path: Path, loaded: object = None) -> str:
+    """The sentence naming the converter command when ``path`` is an official CARE/SERE file.
+
+    Args:
+        path: the refused file.
+        loaded: what ``torch.load(weights_only=True)`` returned, or None when it refused the file
+            (it is then read once more with the converters' allow-list, still weights-only).
+
+    Returns:
+        ``""`` for a file that is not an official one.
+    """
+    if loaded is None:
+        try:
+            loaded = load_official(path)
+        except (UnsafeCheckpointError, OSError, RuntimeError, EOFError):
+            return ""
+    method = _official_method(loaded)
+    if method is None:
+        return ""
+    return (
+        f" It looks like an official {method.upper()} checkpoint, not a training checkpoint of "
+        f"this package: convert it with `python -m selfsup_zoo.convert {method} {path} "
+        "<out_dir>` (a hub folder timm loads)."
+    )
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

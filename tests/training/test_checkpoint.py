@@ -139,3 +139,60 @@ def test_provenance_stored_before_versions_were_recorded_reads_back():
     stored |= {"torch": "2.0", "timm": "1.0"}
     run = RunProvenance.from_checkpoint({"provenance": stored})
     assert (run.world_size, run.torch, run.selfsup_zoo, run.python) == (2, "2.0", "", "")
+
+
+class _Foreign:
+    """A class outside torch's weights-only allow-list (any foreign pickle holds such objects)."""
+
+    def __init__(self) -> None:
+        self.value = 3
+
+
+def test_a_foreign_pickle_is_refused_as_unsafe_not_as_damage(tmp_path):
+    from selfsup_zoo.errors import UnsafeCheckpointError
+
+    foreign = tmp_path / "step_000000010.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "method": _Foreign()}, foreign)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(foreign)
+    message = str(caught.value)
+    assert isinstance(caught.value, UnsafeCheckpointError)
+    assert "unsafe to unpickle" in message and "_Foreign" in message
+    assert "corrupt or truncated" not in message and "selfsup_zoo.convert" not in message
+    # damage stays damage, also for a file that would have been refused whole
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(foreign.read_bytes()[: foreign.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(cut)
+
+
+def test_an_official_sere_checkpoint_names_the_converter(tmp_path):
+    # what train_sere saves: numpy float64 schedule values in the optimizer groups, the args
+    import argparse
+
+    official = tmp_path / "checkpoint.pth"
+    student = {
+        "backbone.cls_token": torch.zeros(1, 1, 8),
+        "backbone.pos_embed": torch.zeros(1, 5, 8),
+    }
+    torch.save(
+        {
+            "student": student,
+            "teacher": dict(student),
+            "optimizer": {"state": {}, "param_groups": [{"lr": np.float64(5e-4), "params": [0]}]},
+            "epoch": 3,
+            "args": argparse.Namespace(arch="vit_small"),
+        },
+        official,
+    )
+    with pytest.raises(CheckpointError, match="unsafe to unpickle") as caught:
+        load_checkpoint(official)
+    assert f"python -m selfsup_zoo.convert sere {official}" in str(caught.value)
+    # an official CARE file holds tensors only: it loads, and is named as what it is
+    care = tmp_path / "last_epoch_ckpt.pth.tar"
+    torch.save(
+        {"epoch": 1, "state_dict": {"module.student_encoder.conv1.weight": torch.zeros(1)}}, care
+    )
+    with pytest.raises(CheckpointError, match="not a selfsup_zoo training checkpoint") as caught:
+        load_checkpoint(care)
+    assert f"python -m selfsup_zoo.convert care {care}" in str(caught.value)
