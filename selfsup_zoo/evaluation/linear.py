@@ -203,12 +203,24 @@ def run(session: EvalSession) -> ProtocolResult | None:
     assert result.last_checkpoint is not None
     probe = LinearProbe(LinearProbeConfig(**recipe.method.config))
     probe.load_state_dict(load_checkpoint(result.last_checkpoint)["method"])
-    keys = [s.key for s in probe.head_specs]
+    diverged = probe.diverged()
+    keys = [s.key for s in probe.head_specs if s.key not in diverged]
     metrics, chosen = summarize(evaluations, keys, "holdout" if args.val_split > 0 else "val")
+    for key, step in diverged.items():
+        metrics[key] = {"diverged_at_step": float(step)}
+        session.notes.append(f"head {key} diverged (non-finite loss) at step {step}: dropped")
     details: dict[str, Any] = {
         "run_dir": str(run_dir),
         "chosen_head": chosen,
-        "heads": {s.key: {"variant": s.variant, "lr_scale": s.lr_scale} for s in probe.head_specs},
+        "heads": {
+            s.key: {
+                "variant": s.variant,
+                "lr_scale": s.lr_scale,
+                **({"diverged_at_step": diverged[s.key]} if s.key in diverged else {}),
+            }
+            for s in probe.head_specs
+        },
+        "diverged": diverged,
         "evaluations": evaluations,
         "train_wall_time_s": result.wall_time_s,
         "images_per_s": result.images_per_s,
