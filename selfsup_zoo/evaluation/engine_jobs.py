@@ -27,6 +27,7 @@ __all__ = [
     "add_run_arguments",
     "check_same_classes",
     "common_overrides",
+    "labelled_folders",
     "load_job_recipe",
     "recipe_path",
     "run_engine_job",
@@ -59,6 +60,14 @@ def check_same_classes(train: ImageFolderDataset, val: ImageFolderDataset) -> No
         raise EvaluationError(
             f"--val lacks training classes {missing}: both folders need the same class sub-folders"
         )
+
+
+def labelled_folders(session: EvalSession) -> tuple[ImageFolderDataset, ImageFolderDataset]:
+    """The ``--train`` and ``--val`` folders, checked to have the same classes."""
+    train_set = session.image_folder(session.args.train, "train")
+    val_set = session.image_folder(session.args.val, "val")
+    check_same_classes(train_set, val_set)
+    return train_set, val_set
 
 
 def add_run_arguments(group: argparse._ArgumentGroup) -> None:

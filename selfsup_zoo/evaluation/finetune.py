@@ -18,8 +18,8 @@ from torch.utils.data import Dataset
 
 from selfsup_zoo.evaluation.engine_jobs import (
     add_run_arguments,
-    check_same_classes,
     common_overrides,
+    labelled_folders,
     load_job_recipe,
     recipe_path,
     run_engine_job,
@@ -92,9 +92,7 @@ def run(session: EvalSession) -> ProtocolResult | None:
     """Fine-tune on the engine, then report best and last accuracy and export (main process)."""
     args = session.args
     out = session.out_dir() or Path("runs") / "eval" / "finetune"
-    train_set = session.image_folder(args.train, "train")
-    val_set = session.image_folder(args.val, "val")
-    check_same_classes(train_set, val_set)
+    train_set, val_set = labelled_folders(session)
     model = session.model()
     transform = EvalTransform.from_model(model)
     if args.img_size:

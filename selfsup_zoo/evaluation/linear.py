@@ -21,8 +21,8 @@ from torch.utils.data import Dataset
 
 from selfsup_zoo.evaluation.engine_jobs import (
     add_run_arguments,
-    check_same_classes,
     common_overrides,
+    labelled_folders,
     load_job_recipe,
     recipe_path,
     run_engine_job,
@@ -136,9 +136,7 @@ def run(session: EvalSession) -> ProtocolResult | None:
     """Train the probe on the engine, then summarise and export (main process)."""
     args = session.args
     out = session.out_dir() or Path("runs") / "eval" / "linear"
-    train_set = session.image_folder(args.train, "train")
-    val_set = session.image_folder(args.val, "val")
-    check_same_classes(train_set, val_set)
+    train_set, val_set = labelled_folders(session)
     model = session.model()
     family = family_of(model)
     transform = _eval_transform(model, family, args.img_size)

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 import torch
+from helpers.eval_cli import ROOT, cli_args
 from helpers.forked_jobs import free_port
-from helpers.kill_resume import ROOT
 from safetensors.torch import load_file
 
 COMMON = ["--global-batch", "4", "--eval-epochs", "1", "--no-progress", "--device", "cpu",
@@ -37,8 +37,8 @@ def test_two_processes_give_the_one_process_results(
         out = tmp_path / f"out{procs}"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
                "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-               "-m", "selfsup_zoo.evaluation", protocol, f"local-dir:{hub}",
-               "--train", str(train), "--val", str(val), "--out", str(out),
+               "-m", "selfsup_zoo.evaluation",
+               *cli_args(protocol, f"local-dir:{hub}", train, val, out),
                *COMMON, *PROTOCOLS[protocol]]  # fmt: skip
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=540)
         assert proc.returncode == 0, proc.stderr[-3000:]

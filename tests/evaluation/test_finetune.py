@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.kill_resume import kill_when_written, run_eval
+from helpers.eval_cli import cli_args, kill_when_written, run_eval
 from helpers.subprocesses import run_python
 from timm.data import Mixup
 
@@ -76,15 +76,12 @@ def test_built_from_timms_parts(vit_hub):
 
 
 def _args(hub: Path, train: Path, val: Path, out: Path, *extra: str) -> list[str]:
-    return [
+    return cli_args(
         "finetune",
         f"local-dir:{hub}",
-        "--train",
-        str(train),
-        "--val",
-        str(val),
-        "--out",
-        str(out),
+        train,
+        val,
+        out,
         "--epochs",
         "2",
         "--global-batch",
@@ -99,7 +96,7 @@ def _args(hub: Path, train: Path, val: Path, out: Path, *extra: str) -> list[str
         "engine.keep_last=50",
         "--no-progress",
         *extra,
-    ]
+    )
 
 
 def test_sigkill_then_resume_is_bit_identical_and_the_export_loads_in_plain_timm(

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers.eval_cli import cli_args
 from helpers.subprocesses import run_python
 
 from selfsup_zoo.evaluation.__main__ import main
@@ -102,15 +103,12 @@ def folders(make_folder):
 
 def _args(tiny_hub, folders, out, *extra: str) -> list[str]:
     train, val = folders
-    return [
+    return cli_args(
         "linear",
         f"local-dir:{tiny_hub}",
-        "--train",
-        str(train),
-        "--val",
-        str(val),
-        "--out",
-        str(out),
+        train,
+        val,
+        out,
         "--epochs",
         "3",
         "--global-batch",
@@ -120,7 +118,7 @@ def _args(tiny_hub, folders, out, *extra: str) -> list[str]:
         "--no-progress",
         "--no-feature-cache",
         *extra,
-    ]
+    )
 
 
 def _head(run_dir, key: str) -> dict[str, torch.Tensor]:

@@ -6,21 +6,18 @@ import json
 from pathlib import Path
 
 import torch
-from helpers.kill_resume import kill_when_written, run_eval
+from helpers.eval_cli import cli_args, kill_when_written, run_eval
 
 from selfsup_zoo.training.checkpoint import list_checkpoints, load_checkpoint
 
 
 def _args(tiny_hub: Path, train: Path, val: Path, out: Path, *extra: str) -> list[str]:
-    return [
+    return cli_args(
         "linear",
         f"local-dir:{tiny_hub}",
-        "--train",
-        str(train),
-        "--val",
-        str(val),
-        "--out",
-        str(out),
+        train,
+        val,
+        out,
         "--epochs",
         "3",
         "--global-batch",
@@ -36,7 +33,7 @@ def _args(tiny_hub: Path, train: Path, val: Path, out: Path, *extra: str) -> lis
         "--no-progress",
         "--no-feature-cache",
         *extra,
-    ]
+    )
 
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path, tiny_hub, make_folder):

@@ -1,4 +1,4 @@
-"""Real subprocesses of the evaluation CLI for SIGKILL-then-resume tests."""
+"""The evaluation CLI for tests: its argument list, real subprocesses (SIGKILL-then-resume)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,13 @@ ROOT = Path(__file__).resolve().parents[2]
 def eval_env() -> dict[str, str]:
     """This checkout on the path, no hub downloads."""
     return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+
+
+def cli_args(
+    protocol: str, model: str, train: Path, val: Path, out: Path, *extra: str
+) -> list[str]:
+    """``<protocol> MODEL --train DIR --val DIR --out DIR <extra>``."""
+    return [protocol, model, "--train", str(train), "--val", str(val), "--out", str(out), *extra]
 
 
 def eval_command(*argv: str) -> list[str]:
