@@ -83,13 +83,14 @@ def export_probe(probe: LinearProbe, key: str, transform: EvalTransform, out_dir
     """
     model = probe.classifier(key)
     arch = str(getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__)
+    _, args = source_architecture(probe.cfg.model)  # e.g. a hub folder's img_size
     return write_classifier_folder(
         model,
         probe.cfg.num_classes,
         transform,
         out_dir,
         architecture=arch,
-        model_args={},
+        model_args=args,
         provenance={"linear_probe": {"model": probe.cfg.model, "head": key}},
     )
 
