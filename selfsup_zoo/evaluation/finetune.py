@@ -4,7 +4,8 @@
 ViT's width (``finetune_vit_small``: iBOT's ViT-S values, ``finetune_vit_base``: SERE/MAE's ViT-B
 values; ``--recipe`` for another), trains with the engine (torchrun, AMP, accumulation,
 checkpoints, ``--resume auto``), evaluates after the recipe's epochs and reports the best and the
-last top-1 / top-5 on ``--val``.
+last top-1 / top-5 on ``--val``. The fine-tuned classifier is exported as a hub folder that plain
+timm loads (``<out>/export``, ``--no-export`` to skip).
 """
 
 from __future__ import annotations
@@ -17,19 +18,21 @@ from torch.utils.data import Dataset
 
 from selfsup_zoo.evaluation.engine_jobs import (
     add_run_arguments,
-    check_same_classes,
+    common_overrides,
+    labelled_folders,
+    load_job_recipe,
     recipe_path,
+    run_engine_job,
     toml_string,
 )
 from selfsup_zoo.evaluation.extract import EvalTransform
-from selfsup_zoo.evaluation.model_loading import EvaluationError
-from selfsup_zoo.evaluation.probe_eval import ProbeEvaluator
+from selfsup_zoo.evaluation.finetune_method import FineTune, FineTuneConfig
+from selfsup_zoo.evaluation.probe_export import export_finetuned
 from selfsup_zoo.evaluation.registry import ProtocolResult
 from selfsup_zoo.evaluation.session import EvalSession
+from selfsup_zoo.training.checkpoint import load_checkpoint
 from selfsup_zoo.training.data import EvalView
-from selfsup_zoo.training.engine import NonFiniteLossError, train
-from selfsup_zoo.training.epoch_hooks import read_evaluations
-from selfsup_zoo.training.recipe import Recipe, load_recipe
+from selfsup_zoo.training.recipe import Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--reprob", type=float, default=None, help="random erasing 0.25")
     g.add_argument("--warmup-epochs", type=float, default=None, help="5")
     g.add_argument("--weight-decay", type=float, default=None, help="0.05")
+    g.add_argument("--no-export", action="store_true", help="do not write the hub folder")
 
 
 def _recipe_name(model: object) -> str:
@@ -62,22 +66,10 @@ def _build_recipe(
     args: argparse.Namespace, root: Path, classes: int, transform: EvalTransform, name: str
 ) -> Recipe:
     o = [
-        f"method.model={toml_string(args.model)}",
-        f"method.random_init={str(bool(args.random_init)).lower()}",
-        f"method.model_seed={args.seed}",
-        f"method.num_classes={classes}",
-        f"data.root={toml_string(str(root))}",
-        f"data.workers={args.workers}",
-        f"data.strict={str(bool(args.strict)).lower()}",
+        *common_overrides(args, root, classes),
         f"data.view_args.size={transform.size}",
         f"data.view_args.mean={list(transform.mean)}",
         f"data.view_args.std={list(transform.std)}",
-        f"engine.seed={args.seed}",
-        f"engine.max_steps={args.max_steps}",
-        f"engine.ckpt_every_steps={args.ckpt_every}",
-        f"engine.per_device_batch={args.per_device_batch}",
-        f"engine.progress={'false' if args.no_progress else 'true'}",
-        "engine.tensorboard=false",
     ]
     optional = {
         "method.layer_decay": args.layer_decay,
@@ -89,32 +81,18 @@ def _build_recipe(
         "optim.base_lr": args.lr,
         "optim.warmup_epochs": args.warmup_epochs,
         "optim.weight_decay": args.weight_decay,
-        "engine.epochs": args.epochs,
-        "engine.global_batch": args.global_batch,
     }
     o += [f"{k}={v}" for k, v in optional.items() if v is not None]
     if args.aa is not None:
         o.append(f"data.view_args.auto_augment={toml_string(args.aa)}")
-    if args.eval_epochs:
-        o.append(f"engine.eval_epochs={[int(v) for v in args.eval_epochs.split(',')]}")
-    if args.device != "auto":
-        kind = "cuda" if args.device.startswith("cuda") else "cpu"
-        o.append(f"engine.device={toml_string(kind)}")
-    recipe = load_recipe(recipe_path(name), [*o, *args.override])
-    last = recipe.engine.epochs
-    recipe.engine.eval_epochs = sorted({e for e in recipe.engine.eval_epochs if e <= last} | {last})
-    if args.precision in ("bf16", "fp16"):
-        recipe.engine.precision = args.precision
-    return recipe
+    return load_job_recipe(recipe_path(name), o, args)
 
 
 def run(session: EvalSession) -> ProtocolResult | None:
-    """Fine-tune on the engine, then report best and last accuracy (main process)."""
+    """Fine-tune on the engine, then report best and last accuracy and export (main process)."""
     args = session.args
     out = session.out_dir() or Path("runs") / "eval" / "finetune"
-    train_set = session.image_folder(args.train, "train")
-    val_set = session.image_folder(args.val, "val")
-    check_same_classes(train_set, val_set)
+    train_set, val_set = labelled_folders(session)
     model = session.model()
     transform = EvalTransform.from_model(model)
     if args.img_size:
@@ -125,27 +103,13 @@ def run(session: EvalSession) -> ProtocolResult | None:
     recipe = _build_recipe(args, train_set.root, len(train_set.classes), transform, name)
     val_set.transform = EvalView(transform.size, transform.crop_pct, transform.interpolation)
     splits: dict[str, Dataset] = {"val": val_set}
-    evaluator = ProbeEvaluator(
-        splits,
-        tuple(transform.mean),
-        tuple(transform.std),
-        args.batch_size,
-        args.workers,
-        recipe.engine.precision,
-        session.info,
+    job = run_engine_job(
+        session, recipe, splits, transform, out, "fine-tuning options: --lr, --precision"
     )
-    run_dir = Path(args.run_dir) if args.run_dir else out / "run"
-    try:
-        result = train(recipe, run_dir, resume=args.resume, epoch_hook=evaluator)
-    except NonFiniteLossError as err:
-        raise EvaluationError(f"{err} (fine-tuning options: --lr, --precision)") from err
-    if not session.is_main:
+    if job is None:
         return None
-    evaluations = read_evaluations(run_dir)
-    if not evaluations:
-        raise EvaluationError(f"no evaluation ran (stopped at step {result.step}): resume the run")
-    best = max(evaluations, key=lambda r: r["val/model/top1"])
-    last = evaluations[-1]
+    best = max(job.evaluations, key=lambda r: r["val/model/top1"])
+    last = job.evaluations[-1]
     metrics = {
         label: {
             "top1": r["val/model/top1"],
@@ -154,17 +118,16 @@ def run(session: EvalSession) -> ProtocolResult | None:
         }
         for label, r in (("best", best), ("last", last))
     }
-    if result.step < result.total_steps:
-        session.notes.append(f"stopped at step {result.step} of {result.total_steps}")
+    details = job.details(transform)
+    result = job.result
+    if not args.no_export and result.step == result.total_steps:
+        assert result.last_checkpoint is not None
+        method = FineTune(FineTuneConfig(**recipe.method.config))
+        method.load_state_dict(load_checkpoint(result.last_checkpoint)["method"])
+        details["export_dir"] = str(export_finetuned(method, transform, out / "export"))
     return ProtocolResult(
         metrics=metrics,
         hyperparameters={"recipe": recipe.to_dict()},
-        details={
-            "run_dir": str(run_dir),
-            "evaluations": evaluations,
-            "train_wall_time_s": result.wall_time_s,
-            "images_per_s": result.images_per_s,
-            "eval_transform": transform.as_dict(),
-        },
+        details=details,
         title=f"finetune  {args.model}{' (random init)' if args.random_init else ''}",
     )

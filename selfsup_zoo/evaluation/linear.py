@@ -21,14 +21,14 @@ from torch.utils.data import Dataset
 
 from selfsup_zoo.evaluation.engine_jobs import (
     add_run_arguments,
-    check_same_classes,
+    common_overrides,
+    labelled_folders,
+    load_job_recipe,
     recipe_path,
-    toml_string,
+    run_engine_job,
 )
 from selfsup_zoo.evaluation.extract import EvalTransform
 from selfsup_zoo.evaluation.linear_probe import LinearProbe, LinearProbeConfig
-from selfsup_zoo.evaluation.model_loading import EvaluationError
-from selfsup_zoo.evaluation.probe_eval import ProbeEvaluator
 from selfsup_zoo.evaluation.probe_export import export_probe
 from selfsup_zoo.evaluation.probe_features import family_of
 from selfsup_zoo.evaluation.registry import ProtocolResult
@@ -36,8 +36,6 @@ from selfsup_zoo.evaluation.session import EvalSession
 from selfsup_zoo.training.checkpoint import load_checkpoint
 from selfsup_zoo.training.data import EvalView, ImageFolderDataset
 from selfsup_zoo.training.data.holdout import IndexSubset, stratified_holdout
-from selfsup_zoo.training.engine import NonFiniteLossError, train
-from selfsup_zoo.training.epoch_hooks import read_evaluations
 from selfsup_zoo.training.recipe import Recipe, load_recipe
 
 logger = logging.getLogger(__name__)
@@ -80,44 +78,18 @@ def _build_recipe(
     lr = args.lr if args.lr is not None else base.optim.base_lr
     grid = _floats(args.grid_lrs) or [lr]
     o = [
-        f"method.model={toml_string(args.model)}",
-        f"method.random_init={str(bool(args.random_init)).lower()}",
-        f"method.model_seed={args.seed}",
-        f"method.num_classes={classes}",
+        *common_overrides(args, root, classes),
         f"method.lr_scales={[v / lr for v in grid]}",
-        f"data.root={toml_string(str(root))}",
-        f"data.workers={args.workers}",
         f"data.mean={list(transform.mean)}",
         f"data.std={list(transform.std)}",
         f"data.view_args.size={transform.size}",
         f"data.holdout={args.val_split}",
         f"data.holdout_seed={args.seed}",
-        f"data.strict={str(bool(args.strict)).lower()}",
         f"optim.base_lr={lr}",
-        f"engine.seed={args.seed}",
-        f"engine.max_steps={args.max_steps}",
-        f"engine.ckpt_every_steps={args.ckpt_every}",
-        f"engine.per_device_batch={args.per_device_batch}",
-        f"engine.progress={'false' if args.no_progress else 'true'}",
-        "engine.tensorboard=false",
     ]
     if args.variants:
         o.append(f"method.variants={json.dumps([v.strip() for v in args.variants.split(',')])}")
-    if args.epochs is not None:
-        o.append(f"engine.epochs={args.epochs}")
-    if args.global_batch is not None:
-        o.append(f"engine.global_batch={args.global_batch}")
-    if args.eval_epochs:
-        o.append(f"engine.eval_epochs={[int(v) for v in args.eval_epochs.split(',')]}")
-    if args.device != "auto":
-        kind = "cuda" if args.device.startswith("cuda") else "cpu"
-        o.append(f"engine.device={toml_string(kind)}")
-    recipe = load_recipe(path, [*o, *args.override])
-    last = recipe.engine.epochs
-    recipe.engine.eval_epochs = sorted({e for e in recipe.engine.eval_epochs if e <= last} | {last})
-    if args.precision in ("bf16", "fp16"):
-        recipe.engine.precision = args.precision
-    return recipe
+    return load_job_recipe(path, o, args)
 
 
 def summarize(
@@ -164,9 +136,7 @@ def run(session: EvalSession) -> ProtocolResult | None:
     """Train the probe on the engine, then summarise and export (main process)."""
     args = session.args
     out = session.out_dir() or Path("runs") / "eval" / "linear"
-    train_set = session.image_folder(args.train, "train")
-    val_set = session.image_folder(args.val, "val")
-    check_same_classes(train_set, val_set)
+    train_set, val_set = labelled_folders(session)
     model = session.model()
     family = family_of(model)
     transform = _eval_transform(model, family, args.img_size)
@@ -179,40 +149,33 @@ def run(session: EvalSession) -> ProtocolResult | None:
         whole = ImageFolderDataset(train_set.root, view, seed=args.seed, strict=args.strict)
         _, held = stratified_holdout(whole.targets, args.val_split, args.seed)
         splits["holdout"] = IndexSubset(whole, held)
-    evaluator = ProbeEvaluator(
-        splits,
-        tuple(transform.mean),
-        tuple(transform.std),
-        args.batch_size,
-        args.workers,
-        recipe.engine.precision,
-        session.info,
+    job = run_engine_job(
+        session, recipe, splits, transform, out, "probe options: --lr, --precision fp32"
     )
-    run_dir = Path(args.run_dir) if args.run_dir else out / "run"
-    try:
-        result = train(recipe, run_dir, resume=args.resume, epoch_hook=evaluator)
-    except NonFiniteLossError as err:
-        raise EvaluationError(f"{err} (probe options: --lr, --precision fp32)") from err
-    if not session.is_main:
+    if job is None:
         return None
-    if result.step < result.total_steps:
-        session.notes.append(f"stopped at step {result.step} of {result.total_steps}")
-    evaluations = read_evaluations(run_dir)
-    if not evaluations:
-        raise EvaluationError(f"no evaluation ran (stopped at step {result.step}): resume the run")
+    result, evaluations = job.result, job.evaluations
     assert result.last_checkpoint is not None
     probe = LinearProbe(LinearProbeConfig(**recipe.method.config))
     probe.load_state_dict(load_checkpoint(result.last_checkpoint)["method"])
-    keys = [s.key for s in probe.head_specs]
+    diverged = probe.diverged()
+    keys = [s.key for s in probe.head_specs if s.key not in diverged]
     metrics, chosen = summarize(evaluations, keys, "holdout" if args.val_split > 0 else "val")
+    for key, step in diverged.items():
+        metrics[key] = {"diverged_at_step": float(step)}
+        session.notes.append(f"head {key} diverged (non-finite loss) at step {step}: dropped")
     details: dict[str, Any] = {
-        "run_dir": str(run_dir),
+        **job.details(transform),
         "chosen_head": chosen,
-        "heads": {s.key: {"variant": s.variant, "lr_scale": s.lr_scale} for s in probe.head_specs},
-        "evaluations": evaluations,
-        "train_wall_time_s": result.wall_time_s,
-        "images_per_s": result.images_per_s,
-        "eval_transform": transform.as_dict(),
+        "heads": {
+            s.key: {
+                "variant": s.variant,
+                "lr_scale": s.lr_scale,
+                **({"diverged_at_step": diverged[s.key]} if s.key in diverged else {}),
+            }
+            for s in probe.head_specs
+        },
+        "diverged": diverged,
     }
     spec = next(s for s in probe.head_specs if s.key == chosen)
     if not args.no_export and spec.variant == "pool" and result.step == result.total_steps:

@@ -8,6 +8,12 @@ loss is the sum of the heads' losses, so each head gets exactly the gradient it 
 A head's initial weights depend only on (``head_seed``, its variant), so the grid's head for a
 learning rate starts where a single probe at that learning rate starts.
 
+A grid head whose loss goes non-finite is dropped, not the run: its step is recorded in the
+``diverged_at`` buffer (-1 while it trains; checkpointed, so a resume knows), its weights are reset
+to zero and it gets no more updates, and the others train on. The engine's NaN stop still ends the
+run when the encoder's features are non-finite or when no head is left. Every process takes the
+same decision (the flags are summed over processes), so the heads stay identical across ranks.
+
 The encoder stays in eval mode (running BatchNorm statistics, no drop path) whatever ``train()``
 is asked, and its parameters never require gradients; the engine's checkpoints still hold it, so a
 resumed run needs nothing else.
@@ -61,6 +67,15 @@ def _head_generator(seed: int, variant: str) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + zlib.crc32(variant.encode()))
 
 
+def _zero_through(head: nn.Module) -> torch.Tensor:
+    """A loss of 0 whose gradient reaches every parameter of ``head`` as exact zeros (DDP needs
+    every parameter in the graph), even when the parameters are no longer finite."""
+    return sum(
+        (torch.where(p.isfinite(), p, 0.0).sum() * 0.0 for p in head.parameters()),
+        torch.zeros((), device=next(head.parameters()).device),
+    )
+
+
 class LinearProbe(Method):
     """Frozen timm encoder + linear heads (see the module docstring).
 
@@ -93,6 +108,9 @@ class LinearProbe(Method):
                 self.head_specs.append(ProbeHead(key, variant, float(scale)))
                 heads[key] = self._new_head(self.features.dims[variant], use_bn, variant)
         self.heads = nn.ModuleDict(heads)
+        # the step at which each head's loss went non-finite; -1 while it trains
+        self.diverged_at: torch.Tensor
+        self.register_buffer("diverged_at", torch.full((len(self.head_specs),), -1))
         self.train()
 
     def _new_head(self, dim: int, use_bn: bool, variant: str) -> nn.Sequential:
@@ -120,16 +138,66 @@ class LinearProbe(Method):
         with torch.no_grad():
             feats = self.features(batch["image"])
         labels = batch["label"]
+        losses = [
+            F.cross_entropy(self.heads[s.key](feats[s.variant].detach()).float(), labels)
+            for s in self.head_specs
+        ]
+        keep = self._surviving_heads(losses, feats, info.step)
+        if keep is None:  # features non-finite or no head left: the engine's NaN stop
+            kept = losses
+        else:
+            kept = [
+                loss if alive else _zero_through(self.heads[s.key])
+                for loss, alive, s in zip(losses, keep, self.head_specs, strict=True)
+            ]
         terms: dict[str, torch.Tensor] = {}
-        losses = []
-        for spec in self.head_specs:
-            logits = self.heads[spec.key](feats[spec.variant].detach())
-            loss = F.cross_entropy(logits.float(), labels)
-            losses.append(loss)
-            if len(self.head_specs) > 1:
+        if len(self.head_specs) > 1:
+            for spec, loss in zip(self.head_specs, kept, strict=True):
                 terms[f"loss/{spec.key}"] = loss.detach()
-        terms["loss"] = torch.stack(losses).sum() if len(losses) > 1 else losses[0]
+        terms["loss"] = torch.stack(kept).sum() if len(kept) > 1 else kept[0]
         return terms
+
+    @torch.no_grad()
+    def _surviving_heads(
+        self, losses: list[torch.Tensor], feats: dict[str, torch.Tensor], step: int
+    ) -> list[bool] | None:
+        """Which heads train on (and record the newly diverged ones), or None for a NaN stop.
+
+        A head is diverged when its loss is non-finite on any process; ``None`` when the features
+        are non-finite on any process or when no head would be left.
+        """
+        bad = torch.stack([~torch.isfinite(loss) for loss in losses]).float()
+        feats_bad = sum(float(~torch.isfinite(f).all()) for f in feats.values())
+        flags = torch.cat([bad, bad.new_tensor([feats_bad])])
+        self.collectives.all_reduce_sum_([flags])
+        alive = (self.diverged_at < 0) & (flags[:-1] == 0).to(self.diverged_at.device)
+        if float(flags[-1]) > 0 or not bool(alive.any()):
+            return None
+        newly = (self.diverged_at < 0) & ~alive
+        self.diverged_at[newly] = step
+        return [bool(a) for a in alive.tolist()]
+
+    def after_backward(self, info: StepInfo) -> None:
+        """A diverged head is reset to zero weights (finite outputs) and skips the update."""
+        with torch.no_grad():
+            for spec, at in zip(self.head_specs, self.diverged_at.tolist(), strict=True):
+                if at < 0:
+                    continue
+                head = self.heads[spec.key]
+                for p in head.parameters():
+                    p.zero_()
+                    p.grad = None  # the optimizer skips it (no momentum, no weight decay)
+                bn = self.head_batchnorm(spec.key)
+                if bn is not None:
+                    bn.reset_parameters()
+
+    def diverged(self) -> dict[str, int]:
+        """Head key -> the 0-based step at which its loss went non-finite (dropped heads only)."""
+        return {
+            s.key: int(at)
+            for s, at in zip(self.head_specs, self.diverged_at.tolist(), strict=True)
+            if at >= 0
+        }
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -177,6 +245,8 @@ class LinearProbe(Method):
                     f"{expected[1]}-d {spec.variant!r} features for {expected[0]} classes: load "
                     "it on the model (and class list) it was trained with"
                 )
+        if "diverged_at" not in state_dict:  # a checkpoint written before heads could diverge
+            state_dict = {**state_dict, "diverged_at": torch.full_like(self.diverged_at, -1)}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def head_linear(self, key: str) -> nn.Linear:

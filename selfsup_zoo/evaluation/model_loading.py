@@ -14,14 +14,16 @@ from typing import Any
 import timm
 import torch
 from timm.models import parse_model_name
+from timm.models._hub import load_model_config_from_hf, load_model_config_from_path
 from torch import nn
 
 import selfsup_zoo  # noqa: F401  (registers the zoo's architectures with timm)
+from selfsup_zoo import catalog
 from selfsup_zoo.errors import closest
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EvaluationError", "create_eval_model"]
+__all__ = ["EvaluationError", "create_eval_model", "source_architecture"]
 
 
 class EvaluationError(ValueError):
@@ -73,3 +75,27 @@ def create_eval_model(
         "model %s (%s, %s weights)", name, type(model).__name__, "random" if random_init else "its"
     )
     return model.eval()
+
+
+def source_architecture(name: str) -> tuple[str, dict[str, Any]]:
+    """The architecture and the ``timm.create_model`` kwargs that ``name`` stands for.
+
+    Args:
+        name: see the module docstring (the name must already be known to be a model).
+
+    Returns:
+        The architecture (timm's, or the zoo's for a catalog name) and the model arguments
+        recorded with it (a hub folder's or hub repo's ``config.json``, a catalog row's), so that
+        a model exported from a fine-tuned copy is rebuilt the same way.
+    """
+    source, rest = parse_model_name(name)
+    if source == "local-dir":
+        _, arch, args = load_model_config_from_path(Path(rest).expanduser())
+        return str(arch), dict(args)
+    if source == "hf-hub":
+        _, arch, args = load_model_config_from_hf(rest)
+        return str(arch), dict(args)
+    if name in catalog.CATALOG or name in catalog.architectures():
+        entry = catalog.get_entry(name)
+        return entry.timm_arch, dict(entry.model_args)
+    return name.partition(".")[0], {}

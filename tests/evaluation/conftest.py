@@ -53,3 +53,19 @@ def tiny_hub(tmp_path_factory) -> Path:
         out, model.state_dict(), architecture="resnet10t", pretrained_cfg=dict(TINY_CFG)
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def vit_hub(tmp_path_factory) -> Path:
+    """A ViT-Ti/16 at 32 px (4 patches) as a hub folder: ``local-dir:``."""
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32)
+    out = tmp_path_factory.mktemp("vit_hub")
+    write_hub_folder(
+        out,
+        model.state_dict(),
+        architecture="vit_tiny_patch16_224",
+        model_args={"img_size": 32},
+        pretrained_cfg=dict(TINY_CFG),
+    )
+    return out

@@ -3,45 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import timm
 import torch
+from helpers.eval_cli import cli_args, kill_when_written, run_eval
+from helpers.subprocesses import run_python
 from timm.data import Mixup
 
 from selfsup_zoo.evaluation.finetune_method import FineTune, FineTuneConfig
-from selfsup_zoo.hub import write_hub_folder
 from selfsup_zoo.training.checkpoint import list_checkpoints, load_checkpoint
 from selfsup_zoo.training.data.timm_view import TimmTrainView
 from selfsup_zoo.training.optim import apply_schedules, build_optimizer
 from selfsup_zoo.training.recipe import OptimConfig, load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = dict(input_size=(3, 32, 32), crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-
-
-@pytest.fixture(scope="module")
-def vit_hub(tmp_path_factory) -> Path:
-    """A ViT-Ti/16 at 32 px (4 patches) as a hub folder: ``local-dir:``."""
-    torch.manual_seed(0)
-    model = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32)
-    out = tmp_path_factory.mktemp("vit_hub")
-    write_hub_folder(
-        out,
-        model.state_dict(),
-        architecture="vit_tiny_patch16_224",
-        model_args={"img_size": 32},
-        pretrained_cfg=dict(TINY),
-    )
-    return out
 
 
 def _mae_layer_id(name: str, depth: int) -> int:
@@ -97,19 +75,13 @@ def test_built_from_timms_parts(vit_hub):
     assert a.shape == (3, 32, 32) and a.dtype == torch.float32 and torch.equal(a, b)
 
 
-def _command(hub: Path, train: Path, val: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "selfsup_zoo.evaluation",
+def _args(hub: Path, train: Path, val: Path, out: Path, *extra: str) -> list[str]:
+    return cli_args(
         "finetune",
         f"local-dir:{hub}",
-        "--train",
-        str(train),
-        "--val",
-        str(val),
-        "--out",
-        str(out),
+        train,
+        val,
+        out,
         "--epochs",
         "2",
         "--global-batch",
@@ -124,45 +96,22 @@ def _command(hub: Path, train: Path, val: Path, out: Path, *extra: str) -> list[
         "engine.keep_last=50",
         "--no-progress",
         *extra,
-    ]
+    )
 
 
-def test_sigkill_then_resume_is_bit_identical(tmp_path, vit_hub, make_folder):
+def test_sigkill_then_resume_is_bit_identical_and_the_export_loads_in_plain_timm(
+    tmp_path, vit_hub, make_folder
+):
     train = make_folder("train", {"a": 6, "b": 6}, seed=0, sizes=(40, 48))
     val = make_folder("val", {"a": 2, "b": 2}, seed=1)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-
-    def run(*extra: str, out: Path) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            _command(vit_hub, train, val, out, *extra),
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=400,
-        )
-
-    ref = run(out=tmp_path / "ref")
-    assert ref.returncode == 0, ref.stderr[-3000:]
+    run_eval(_args(vit_hub, train, val, tmp_path / "ref"), tmp_path)
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(
-        _command(vit_hub, train, val, out),
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     target = out / "run" / "checkpoints" / "step_000000002.pt"  # mid epoch 1 (3 steps/epoch)
-    deadline = time.time() + 300
-    while not target.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when_written(_args(vit_hub, train, val, out), target, tmp_path)
     assert load_checkpoint(list_checkpoints(out / "run")[-1])["step"] < 6, "killed before the end"
 
-    resumed = run("--resume", "auto", out=out)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run_eval(_args(vit_hub, train, val, out, "--resume", "auto"), tmp_path)
     a = load_checkpoint(tmp_path / "ref" / "run" / "checkpoints" / "step_000000006.pt")
     b = load_checkpoint(out / "run" / "checkpoints" / "step_000000006.pt")
     for key in a["method"]:
@@ -170,3 +119,29 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, vit_hub, make_folder):
     ra = json.loads((tmp_path / "ref" / "results.json").read_text())
     rb = json.loads((out / "results.json").read_text())
     assert ra["details"]["evaluations"] == rb["details"]["evaluations"]
+
+    # the fine-tuned classifier as a hub folder: plain timm, C classes, the same logits
+    method = FineTune(FineTuneConfig(**_method_config(ra)))
+    method.load_state_dict(a["method"])
+    method.eval()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.save(x, tmp_path / "x.pt")
+    code = (
+        "import sys, timm, torch\n"
+        "m = timm.create_model('local-dir:' + sys.argv[1], pretrained=True).eval()\n"
+        "assert m.num_classes == 2, m.num_classes\n"
+        "with torch.no_grad(): y = m(torch.load(sys.argv[2], weights_only=True))\n"
+        "torch.save(y, sys.argv[3])\n"
+    )
+    folder = ra["details"]["export_dir"]
+    run_python(code, folder, str(tmp_path / "x.pt"), str(tmp_path / "y.pt"), with_zoo=False,
+               cwd=tmp_path)  # fmt: skip
+    expected = method.logits(x)["model"]
+    torch.testing.assert_close(torch.load(tmp_path / "y.pt", weights_only=True), expected,
+                               atol=1e-5, rtol=0)  # fmt: skip
+
+
+def _method_config(result: dict) -> dict:
+    method = dict(result["hyperparameters"]["recipe"]["method"])
+    method.pop("kind")
+    return method

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers.eval_cli import cli_args
 from helpers.subprocesses import run_python
 
 from selfsup_zoo.evaluation.__main__ import main
@@ -102,15 +103,12 @@ def folders(make_folder):
 
 def _args(tiny_hub, folders, out, *extra: str) -> list[str]:
     train, val = folders
-    return [
+    return cli_args(
         "linear",
         f"local-dir:{tiny_hub}",
-        "--train",
-        str(train),
-        "--val",
-        str(val),
-        "--out",
-        str(out),
+        train,
+        val,
+        out,
         "--epochs",
         "3",
         "--global-batch",
@@ -120,7 +118,7 @@ def _args(tiny_hub, folders, out, *extra: str) -> list[str]:
         "--no-progress",
         "--no-feature-cache",
         *extra,
-    ]
+    )
 
 
 def _head(run_dir, key: str) -> dict[str, torch.Tensor]:
@@ -183,3 +181,26 @@ def test_non_finite_loss_is_a_clear_error(tmp_path, tiny_hub, folders, capsys):
     err = capsys.readouterr().err
     assert "non-finite loss" in err and "--lr" in err
     assert not (tmp_path / "nan" / "results.json").exists()
+
+
+@pytest.mark.parametrize("absurd", ["inf"])  # 1e6, even 1e30, stay finite on 3 epochs here
+def test_a_diverged_grid_head_is_dropped_and_the_others_train_on(
+    tmp_path, tiny_hub, folders, absurd
+):
+    argv = _args(tiny_hub, folders, tmp_path / "grid", "--grid-lrs", f"0.1,{absurd}")
+    result = _run([*argv, "--override", 'method.batchnorm="no"'])
+    assert result["details"]["chosen_head"] == "pool__lr0"
+    step = result["details"]["diverged"]["pool__lr1"]
+    assert 0 < step < 12 and result["metrics"]["pool__lr1"] == {"diverged_at_step": step}
+    assert result["details"]["heads"]["pool__lr1"]["diverged_at_step"] == step
+    assert any("pool__lr1 diverged" in note for note in result["notes"])
+    # the surviving head is the one a probe trained alone at its lr ends with
+    alone = _run(_args(tiny_hub, folders, tmp_path / "alone", "--lr", "0.1", "--override",
+                       'method.batchnorm="no"'))  # fmt: skip
+    assert alone["metrics"]["last"] == result["metrics"]["last"]
+    a = _head(tmp_path / "grid" / "run", "pool__lr0")
+    b = _head(tmp_path / "alone" / "run", "pool__lr0")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5, msg=key)
+    dead = _head(tmp_path / "grid" / "run", "pool__lr1")
+    assert all(torch.count_nonzero(v) == 0 for v in dead.values())

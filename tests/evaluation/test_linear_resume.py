@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import torch
+from helpers.eval_cli import cli_args, kill_when_written, run_eval
 
 from selfsup_zoo.training.checkpoint import list_checkpoints, load_checkpoint
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def _command(tiny_hub: Path, train: Path, val: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "selfsup_zoo.evaluation",
+def _args(tiny_hub: Path, train: Path, val: Path, out: Path, *extra: str) -> list[str]:
+    return cli_args(
         "linear",
         f"local-dir:{tiny_hub}",
-        "--train",
-        str(train),
-        "--val",
-        str(val),
-        "--out",
-        str(out),
+        train,
+        val,
+        out,
         "--epochs",
         "3",
         "--global-batch",
@@ -45,52 +33,21 @@ def _command(tiny_hub: Path, train: Path, val: Path, out: Path, *extra: str) -> 
         "--no-progress",
         "--no-feature-cache",
         *extra,
-    ]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    )
 
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path, tiny_hub, make_folder):
     train = make_folder("train", {"a": 8, "b": 8, "c": 8}, seed=0, sizes=(48, 64))
     val = make_folder("val", {"a": 2, "b": 2, "c": 2}, seed=1)
-    ref = subprocess.run(
-        _command(tiny_hub, train, val, tmp_path / "ref"),
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert ref.returncode == 0, ref.stderr[-3000:]
+    run_eval(_args(tiny_hub, train, val, tmp_path / "ref"), tmp_path)
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(
-        _command(tiny_hub, train, val, out),
-        cwd=tmp_path,
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     target = out / "run" / "checkpoints" / "step_000000004.pt"  # mid epoch 1 (8 steps/epoch)
-    deadline = time.time() + 240
-    while not target.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when_written(_args(tiny_hub, train, val, out), target, tmp_path, timeout=240)
     assert load_checkpoint(list_checkpoints(out / "run")[-1])["step"] < 24, "killed before the end"
     assert not (out / "results.json").exists()
 
-    resumed = subprocess.run(
-        _command(tiny_hub, train, val, out, "--resume", "auto"),
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run_eval(_args(tiny_hub, train, val, out, "--resume", "auto"), tmp_path)
     a = load_checkpoint(tmp_path / "ref" / "run" / "checkpoints" / "step_000000024.pt")
     b = load_checkpoint(out / "run" / "checkpoints" / "step_000000024.pt")
     assert a["method"].keys() == b["method"].keys()
