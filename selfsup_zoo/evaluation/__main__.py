@@ -1,7 +1,9 @@
 """``python -m selfsup_zoo.evaluation <protocol> MODEL ...``: one command line for every protocol.
 
 ``python -m selfsup_zoo.evaluation`` alone (or ``--help``) lists the protocols;
-``python -m selfsup_zoo.evaluation <protocol> --help`` lists a protocol's options.
+``python -m selfsup_zoo.evaluation <protocol> --help`` lists a protocol's options;
+``python -m selfsup_zoo.evaluation verify RUN`` runs the final evaluations of a ``reproduce`` run
+again (:mod:`selfsup_zoo.evaluation.verify`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import sys
 from selfsup_zoo.errors import closest
 from selfsup_zoo.evaluation.cli import run_protocol
 from selfsup_zoo.evaluation.registry import PROTOCOLS
+from selfsup_zoo.evaluation.verify import main as verify_main
 
 _PROG = "python -m selfsup_zoo.evaluation"
 
@@ -21,6 +24,8 @@ def _usage() -> str:
     return (
         f"usage: {_PROG} <protocol> MODEL [--train DIR --val DIR] [--out DIR] [options]\n\n"
         f"protocols:\n{rows}\n\n"
+        f"       {_PROG} verify RUN [--train DIR --val DIR] [--eval knn|linear|finetune|all]\n"
+        f"  the final evaluations of a reproduce run (into RUN/eval/)\n\n"
         f"MODEL: a timm or zoo name, local-dir:<hub folder> or hf-hub:<repo> (--random-init for "
         f"the untrained baseline).\nOptions of a protocol: {_PROG} <protocol> --help"
     )
@@ -33,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0 if args else 2
     name = args[0]
+    if name == "verify":
+        return verify_main(args[1:])
     if name not in PROTOCOLS:
         close = closest(name, PROTOCOLS, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
