@@ -1,7 +1,9 @@
 """``python -m selfsup_zoo.evaluation <protocol> MODEL ...``: one command line for every protocol.
 
 ``python -m selfsup_zoo.evaluation`` alone (or ``--help``) lists the protocols;
-``python -m selfsup_zoo.evaluation <protocol> --help`` lists a protocol's options.
+``python -m selfsup_zoo.evaluation <protocol> --help`` lists a protocol's options;
+``python -m selfsup_zoo.evaluation verify RUN`` runs the final evaluations of a ``reproduce`` run
+again (:mod:`selfsup_zoo.evaluation.verify`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ def _usage() -> str:
     other = "\n".join(f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items())
     return (
         f"usage: {_PROG} <protocol> MODEL [--train DIR --val DIR] [--out DIR] [options]\n"
-        f"       {_PROG} report RUN_FOLDER\n\n"
+        f"       {_PROG} report RUN_FOLDER\n"
+        f"       {_PROG} verify RUN [--train DIR --val DIR] [--eval knn|linear|finetune|all]\n\n"
         f"protocols:\n{rows}\n\nother commands:\n{other}\n\n"
         f"MODEL: a timm or zoo name, local-dir:<hub folder> or hf-hub:<repo> (--random-init for "
         f"the untrained baseline).\nOptions of a protocol: {_PROG} <protocol> --help"

@@ -47,6 +47,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "selfsup_zoo.evaluation.report.cli",
         "rebuild a finished run's report.json, report.md, plots and measured model card",
     ),
+    "verify": (
+        "selfsup_zoo.evaluation.verify",
+        "run the final evaluations of a finished reproduce run again (into RUN/eval/)",
+    ),
 }
 
 

@@ -1,7 +1,8 @@
 """Work a run does after given epochs (an evaluation), outside the training step.
 
 ``train(recipe, run_dir, epoch_hook=hook)`` calls ``hook(method, epoch)`` on every process after
-each epoch listed in ``engine.eval_epochs`` (1-based), before that epoch's checkpoint. The method is
+each epoch of :func:`hook_epochs` (1-based: those listed in ``engine.eval_epochs``, and those of the
+periodic k-NN, ``eval.knn_every``), before that epoch's checkpoint. The method is
 in eval mode and gradients are off during the call, and every RNG stream is put back afterwards,
 so a run with a hook trains to the same weights as one without. The main process appends the
 returned metrics as one JSON line ``{"epoch", "step", **metrics}`` to ``evaluations.jsonl`` in the
@@ -20,26 +21,41 @@ from typing import Any
 import torch
 
 from selfsup_zoo.training.methods import Method
+from selfsup_zoo.training.recipe import Recipe
 from selfsup_zoo.training.rng import capture_rng, restore_rng
 from selfsup_zoo.training.state import TrainState
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EVALUATIONS_FILE", "EpochHook", "hook_due", "read_evaluations", "run_epoch_hook"]
+__all__ = [
+    "EVALUATIONS_FILE",
+    "EpochHook",
+    "hook_due",
+    "hook_epochs",
+    "read_evaluations",
+    "run_epoch_hook",
+]
 
 EVALUATIONS_FILE = "evaluations.jsonl"
 
-#: ``hook(method, epoch)`` -> metrics (the same on every process); ``epoch`` is 1-based.
-EpochHook = Callable[[Method, int], dict[str, float]]
+#: ``hook(method, epoch)`` -> metrics (JSON values, the same on every process); ``epoch`` is
+#: 1-based.
+EpochHook = Callable[[Method, int], dict[str, Any]]
+
+
+def hook_epochs(recipe: Recipe) -> set[int]:
+    """The 1-based epochs after which a run of ``recipe`` calls its epoch hook:
+    ``engine.eval_epochs`` and the periodic k-NN's (``EvalConfig.knn_epochs``)."""
+    return set(recipe.engine.eval_epochs) | recipe.eval.knn_epochs(recipe.engine.epochs)
 
 
 def hook_due(state: TrainState) -> bool:
-    """Whether the step just finished ends an epoch listed in ``engine.eval_epochs``."""
+    """Whether the step just finished ends an epoch of :func:`hook_epochs`."""
     spe = state.steps_per_epoch
-    return state.step % spe == 0 and state.step // spe in state.recipe.engine.eval_epochs
+    return state.step % spe == 0 and state.step // spe in hook_epochs(state.recipe)
 
 
-def run_epoch_hook(hook: EpochHook, state: TrainState, run_dir: Path) -> dict[str, float]:
+def run_epoch_hook(hook: EpochHook, state: TrainState, run_dir: Path) -> dict[str, Any]:
     """Call ``hook`` for the epoch that just ended and record its metrics (see module docstring).
 
     Returns:

@@ -13,6 +13,7 @@ data). Layout::
     [optim]    OptimConfig
     [ema]      EmaConfig
     [export]   ExportConfig
+    [eval]     EvalConfig      (evaluation folders and schedule: ``training/eval_config.py``)
 
 Every key is checked: an unknown key is an error naming it and listing the valid ones. Any field can
 be overridden with ``key.path=value`` strings (values parsed as TOML, e.g. ``engine.epochs=2``,
@@ -34,6 +35,7 @@ from typing import Any
 
 from selfsup_zoo import catalog
 from selfsup_zoo.errors import closest
+from selfsup_zoo.training.eval_config import EvalConfig
 from selfsup_zoo.training.methods import available_methods, config_fields
 
 if sys.version_info >= (3, 11):
@@ -52,6 +54,7 @@ __all__ = [
     "OptimConfig",
     "EmaConfig",
     "ExportConfig",
+    "EvalConfig",
     "MethodSpec",
     "Recipe",
     "RecipeError",
@@ -189,6 +192,7 @@ class Recipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     # ----------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -302,6 +306,7 @@ _SECTIONS = {
     "optim": OptimConfig,
     "ema": EmaConfig,
     "export": ExportConfig,
+    "eval": EvalConfig,
 }
 _TOP = ("name", "checkpoint", "description", "method", *_SECTIONS)
 
@@ -358,6 +363,8 @@ def _check_values(r: Recipe) -> None:
         raise RecipeError(f"data.holdout = {r.data.holdout} must be in [0, 1)")
     if any(e_ < 1 for e_ in e.eval_epochs):
         raise RecipeError(f"engine.eval_epochs {e.eval_epochs}: epochs are 1-based")
+    for problem in r.eval.problems():
+        raise RecipeError(problem)
     pretraining = ("care", "sere")
     if r.method.kind in pretraining and r.data.views != r.method.kind:
         logger.warning("data.views = %r with method %r", r.data.views, r.method.kind)

@@ -13,21 +13,39 @@ Examples::
 The run goes to ``<output-dir>/<recipe name>/`` (default ``runs/``): ``recipe.json``,
 ``log.jsonl``, ``checkpoints/``, ``summary.json`` and the exported hub folder ``export/``.
 
+Evaluations (the recipe's ``[eval]`` table, or ``--eval-train DIR --eval-val DIR``): with
+``eval.knn_every`` N > 0 (``--knn-every N``) a k-NN of the backbone runs after every N-th epoch
+and the last, into ``evaluations.jsonl`` (``selfsup_zoo.evaluation.knn_hook``). After the export
+the run evaluates the hub folder into ``eval/<label>/results.json``: k-NN always, ``--eval
+linear|finetune|all`` adds protocols, ``--eval none`` skips them; recipes outside the catalog (the
+smoke runs) and ``--eval-baseline`` add the random-init twin (``selfsup_zoo.evaluation.verify``).
+A resumed run skips the evaluations already done for the same exported weights.
+
 SIGTERM (Slurm's notice before preemption) or SIGINT (Ctrl-C) stops the run at the end of the step
 in flight with a checkpoint and the marker ``<run folder>/preempted``; the command exits 0 and
-prints ``preempted at step N: resume with <the command> --resume auto``. Exit codes: 0 done or
-preempted, 2 bad input, 3 non-finite loss, 4 another process of the job was lost.
+prints ``preempted at step N: resume with <the command> --resume auto`` (a preempted run does not
+evaluate). Exit codes: 0 done or preempted, 2 bad input, 3 non-finite loss, 4 another process of
+the job was lost, 5 the training and export succeeded but a final evaluation failed (the run folder
+and its export are intact; ``python -m selfsup_zoo.evaluation verify RUN`` runs them again).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
 import sys
 from pathlib import Path
 
+from selfsup_zoo.evaluation.knn_hook import PeriodicKnn
+from selfsup_zoo.evaluation.verify import (
+    VerifyError,
+    format_results,
+    parse_eval_options,
+    verify_run,
+)
 from selfsup_zoo.training import data as sdata
 from selfsup_zoo.training.dist import DEFAULT_TIMEOUT_S
 from selfsup_zoo.training.engine import (
@@ -38,9 +56,12 @@ from selfsup_zoo.training.engine import (
     RunResult,
     train,
 )
+from selfsup_zoo.training.eval_config import EVAL_PROTOCOLS, resolve_protocols
 from selfsup_zoo.training.recipe import Recipe, RecipeError, list_recipes, load_recipe
 
-__all__ = ["main", "build_parser", "resolve_recipe", "resume_command"]
+__all__ = ["main", "build_parser", "add_eval_arguments", "resolve_recipe", "resume_command"]
+
+logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,13 +124,58 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the resolved recipe and the batch layout, then exit",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_eval_arguments(p)
     return p
 
 
-def resolve_recipe(name: str, data_root: str | None, overrides: list[str]) -> Recipe:
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of the periodic k-NN and of the final evaluations (each overrides the recipe's
+    ``[eval]`` table)."""
+    g = p.add_argument_group("evaluations")
+    g.add_argument("--eval-train", metavar="DIR", help="labelled images the k-NN votes with")
+    g.add_argument("--eval-val", metavar="DIR", help="labelled images evaluated")
+    g.add_argument(
+        "--eval",
+        action="append",
+        metavar="|".join(EVAL_PROTOCOLS),
+        help="final evaluations of the export (repeatable or a comma list; k-NN always unless "
+        "none; all = the method's headline protocol; default: the recipe's eval.protocols)",
+    )
+    g.add_argument(
+        "--eval-baseline",
+        action="store_true",
+        help="also evaluate the architecture with random weights (always for recipes outside "
+        "the catalog)",
+    )
+    g.add_argument(
+        "--eval-option",
+        action="append",
+        default=[],
+        metavar="PROTOCOL=ARGS",
+        help="further options of a final evaluation, e.g. --eval-option 'linear=--epochs 10'",
+    )
+    g.add_argument(
+        "--knn-every", type=int, metavar="N", help="periodic k-NN every N epochs (0 off)"
+    )
+
+
+def resolve_recipe(
+    name: str, data_root: str | None, overrides: list[str], args: argparse.Namespace | None = None
+) -> Recipe:
+    """Load ``name`` with ``--data-root``, the ``--set`` overrides and the evaluation options of
+    ``args`` (these last win)."""
     extra = list(overrides)
     if data_root:
         extra.append(f"data.root={_toml_string(data_root)}")
+    if args is not None:
+        if args.eval_train:
+            extra.append(f"eval.train={_toml_string(args.eval_train)}")
+        if args.eval_val:
+            extra.append(f"eval.val={_toml_string(args.eval_val)}")
+        if args.knn_every is not None:
+            extra.append(f"eval.knn_every={args.knn_every}")
+        if args.eval:
+            extra.append(f"eval.protocols={json.dumps(args.eval)}")
     return load_recipe(name, extra)
 
 
@@ -144,6 +210,17 @@ def resume_command(args: argparse.Namespace) -> str:
         words += ["--set", *args.overrides]
     if args.dist_timeout != DEFAULT_TIMEOUT_S:
         words += ["--dist-timeout", f"{args.dist_timeout:g}"]
+    for flag, value in (("--eval-train", args.eval_train), ("--eval-val", args.eval_val)):
+        if value:
+            words += [flag, value]
+    for item in args.eval or []:
+        words += ["--eval", item]
+    if args.eval_baseline:
+        words.append("--eval-baseline")
+    for item in args.eval_option:
+        words += ["--eval-option", item]
+    if args.knn_every is not None:
+        words += ["--knn-every", str(args.knn_every)]
     if args.verbose:
         words.append("-v")
     words += ["--resume", "auto"]
@@ -215,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(list_recipes()))
         return 0
     try:
-        recipe = resolve_recipe(args.name, args.data_root, args.overrides)
-    except RecipeError as err:
+        recipe = resolve_recipe(args.name, args.data_root, args.overrides, args)
+        extra_args = parse_eval_options(args.eval_option)
+    except (RecipeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.dry_run:
@@ -231,12 +309,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_dir = Path(args.output_dir) / (args.run_name or recipe.name)
     try:
+        hook = _periodic_knn(recipe)
         result = train(
             recipe,
             run_dir,
             resume=args.resume,
             dist_timeout_s=args.dist_timeout,
             allow_data_change=args.allow_data_change,
+            epoch_hook=hook,
         )
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -255,6 +335,70 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if rank == 0:
         _report(result, args)
+    return _finish(result, recipe, args, extra_args)
+
+
+def _periodic_knn(recipe: Recipe) -> PeriodicKnn | None:
+    """The periodic k-NN hook of the recipe's ``[eval]`` table (None when it is off)."""
+    cfg = recipe.eval
+    if cfg.knn_every <= 0:
+        return None
+    if not cfg.train or not cfg.val:
+        logger.warning(
+            "eval.knn_every = %d but no evaluation folders: pass --eval-train and --eval-val "
+            "for the periodic k-NN",
+            cfg.knn_every,
+        )
+        return None
+    return PeriodicKnn(recipe)
+
+
+def _finish(
+    result: RunResult, recipe: Recipe, args: argparse.Namespace, extra_args: dict[str, list[str]]
+) -> int:
+    """What a run does after training: the final evaluations of its export (not when preempted
+    or when nothing was exported) and their tables. Returns the exit status (5: an evaluation
+    failed; the run and its export are intact)."""
+    if result.preempted or result.export_dir is None:
+        return 0
+    rank = int(os.environ.get("RANK", "0"))
+    cfg = recipe.eval
+    protocols = resolve_protocols(cfg.protocols, recipe.method.kind)
+    if not protocols:
+        return 0
+    if not cfg.train or not cfg.val:
+        if rank == 0:
+            print(
+                "final evaluations skipped: pass --eval-train DIR --eval-val DIR (labelled image "
+                "folders) to evaluate the export, or run python -m selfsup_zoo.evaluation verify "
+                f"{result.run_dir} --train DIR --val DIR later"
+            )
+        return 0
+    baseline = bool(args.eval_baseline or not recipe.checkpoint)
+    try:
+        done = verify_run(
+            result.run_dir,
+            protocols,
+            cfg.train,
+            cfg.val,
+            baseline,
+            recipe.engine.device,
+            extra_args=extra_args,
+        )
+    except Exception as err:  # noqa: BLE001 - any failure here leaves a good run: say so, exit 5
+        logger.debug("final evaluation failed", exc_info=True)
+        kind = "" if isinstance(err, VerifyError) else f"{type(err).__name__}: "
+        print(
+            f"error: the final evaluations of {result.run_dir} failed: {kind}{err}\n"
+            f"The run and its export {result.export_dir} are intact; evaluate them again with "
+            f"python -m selfsup_zoo.evaluation verify {result.run_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 5
+    if rank == 0 and done:
+        print(format_results(done))
+        print(f"evaluations: {Path(result.run_dir) / 'eval'}")
     return 0
 
 
