@@ -168,14 +168,20 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:
         if len(prefix) < 8:
             raise _corrupt(path, f"only {size} bytes long")
         (header_len,) = struct.unpack("<Q", prefix)
-        if prefix[:2] == b"PK" or prefix[:1] == b"\x80":
+        fits = header_len <= min(_MAX_HEADER_BYTES, size - 8)
+        opens_json = f.read(1) == b"{"  # a safetensors header is a JSON object
+        f.seek(8)
+        # A zip (torch.save) or a raw pickle starts with "PK" or 0x80; a safetensors file can too
+        # (its first byte is the header length's lowest byte), so only a file whose header does
+        # not parse as safetensors is called a pickle.
+        if (prefix[:2] == b"PK" or prefix[:1] == b"\x80") and not (fits and opens_json):
             raise CorruptWeightsError(
                 f"{path} is a PyTorch pickle checkpoint, not a safetensors file. The pretrained "
                 "path only reads safetensors (nothing is unpickled): convert an official release "
                 "with `python -m selfsup_zoo.convert {care,sere} <file> <out_dir>`, or load a file "
                 "that is already in timm's layout with `checkpoint_path=`."
             )
-        if header_len > min(_MAX_HEADER_BYTES, size - 8):
+        if not fits:
             raise _corrupt(path, f"header length {header_len} does not fit in {size} bytes")
         raw = f.read(header_len)
     try:

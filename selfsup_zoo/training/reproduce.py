@@ -19,14 +19,17 @@ and the last, into ``evaluations.jsonl`` (``selfsup_zoo.evaluation.knn_hook``). 
 the run evaluates the hub folder into ``eval/<label>/results.json``: k-NN always, ``--eval
 linear|finetune|all`` adds protocols, ``--eval none`` skips them; recipes outside the catalog (the
 smoke runs) and ``--eval-baseline`` add the random-init twin (``selfsup_zoo.evaluation.verify``).
-A resumed run skips the evaluations already done for the same exported weights.
+A resumed run skips the evaluations already done for the same exported weights. Last, the main
+process writes the report beside the export (``report.json``, ``report.md``, ``plots/*.png``, the
+measured results in the export's model card: ``selfsup_zoo.evaluation.report``).
 
 SIGTERM (Slurm's notice before preemption) or SIGINT (Ctrl-C) stops the run at the end of the step
 in flight with a checkpoint and the marker ``<run folder>/preempted``; the command exits 0 and
 prints ``preempted at step N: resume with <the command> --resume auto`` (a preempted run does not
 evaluate). Exit codes: 0 done or preempted, 2 bad input, 3 non-finite loss, 4 another process of
-the job was lost, 5 the training and export succeeded but a final evaluation failed (the run folder
-and its export are intact; ``python -m selfsup_zoo.evaluation verify RUN`` runs them again).
+the job was lost, 5 the training and export succeeded but a final evaluation or the report failed
+(the run folder and its export are intact; ``python -m selfsup_zoo.evaluation verify RUN`` and
+``python -m selfsup_zoo.evaluation report RUN`` run them again).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import sys
 from pathlib import Path
 
 from selfsup_zoo.evaluation.knn_hook import PeriodicKnn
+from selfsup_zoo.evaluation.report import ReportError, write_report
 from selfsup_zoo.evaluation.verify import (
     VerifyError,
     format_results,
@@ -356,11 +360,37 @@ def _periodic_knn(recipe: Recipe) -> PeriodicKnn | None:
 def _finish(
     result: RunResult, recipe: Recipe, args: argparse.Namespace, extra_args: dict[str, list[str]]
 ) -> int:
-    """What a run does after training: the final evaluations of its export (not when preempted
-    or when nothing was exported) and their tables. Returns the exit status (5: an evaluation
-    failed; the run and its export are intact)."""
+    """What a run does after training (not when preempted or when nothing was exported): the final
+    evaluations of its export and their tables, then the report (``report.json``, ``report.md``,
+    ``plots/``, the measured model card) on the main process. Returns the exit status (5: an
+    evaluation or the report failed; the run and its export are intact)."""
     if result.preempted or result.export_dir is None:
         return 0
+    status = _evaluate(result, recipe, args, extra_args)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return status
+    try:
+        path = write_report(result.run_dir)
+    except Exception as err:  # noqa: BLE001 - a failed report leaves a good run: say so, exit 5
+        logger.debug("report failed", exc_info=True)
+        kind = "" if isinstance(err, ReportError) else f"{type(err).__name__}: "
+        print(
+            f"error: the report of {result.run_dir} failed: {kind}{err}\nThe run and its export "
+            f"are intact; write it again with python -m selfsup_zoo.evaluation report "
+            f"{result.run_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 5
+    verdict = json.loads(path.read_text(encoding="utf-8")).get("verdict", "")
+    print(f"report: {path.with_suffix('.md')} (verdict: {verdict})")
+    return status
+
+
+def _evaluate(
+    result: RunResult, recipe: Recipe, args: argparse.Namespace, extra_args: dict[str, list[str]]
+) -> int:
+    """The final evaluations of the export into ``<run>/eval/`` (every process takes part)."""
     rank = int(os.environ.get("RANK", "0"))
     cfg = recipe.eval
     protocols = resolve_protocols(cfg.protocols, recipe.method.kind)

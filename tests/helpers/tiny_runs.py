@@ -24,6 +24,7 @@ TINY_SERE = [
     "engine.log_every=1",
     "engine.progress=false",
     "engine.export_at_end=false",
+    "eval.knn_every=0",  # the smoke recipes' periodic k-NN on the digits: off in engine tests
 ]
 
 
@@ -59,4 +60,5 @@ TINY_CARE = [
     "engine.log_every=1",
     "engine.progress=false",
     "engine.export_at_end=false",
+    "eval.knn_every=0",
 ]

@@ -161,3 +161,23 @@ def test_weights_dir_follows_the_cache_root_and_the_weights_variable_wins(tmp_pa
     monkeypatch.delenv("SELFSUP_ZOO_WEIGHTS")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert weights_dir() == tmp_path / "xdg" / "selfsup_zoo" / "weights"
+
+
+@pytest.mark.parametrize("start", [b"\x80", b"PK"])
+def test_a_safetensors_header_length_that_starts_like_a_pickle_is_still_safetensors(
+    tmp_path, start
+):
+    """The first byte of a safetensors file is its header length's lowest byte: 0x80 (a pickle's
+    first byte) or "PK" (a zip's) happen for 1 file in 32 or 8192 (the header is padded to 8
+    bytes), and such files are still read as safetensors."""
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "w.safetensors"
+    tensors = {"w": torch.arange(6.0).reshape(2, 3)}
+    for pad in range(0x5000):
+        save_file(tensors, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[: len(start)] == start:
+            break
+    assert path.read_bytes()[: len(start)] == start
+    assert read_safetensors_header(path)["w"]["shape"] == [2, 3]
+    assert torch.equal(load_file(str(path))["w"], tensors["w"])
