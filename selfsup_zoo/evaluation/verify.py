@@ -257,7 +257,7 @@ def main(
     try:
         recipe = Recipe.from_json((run / "recipe.json").read_text(encoding="utf-8"))
         protocols = resolve_protocols(args.eval or recipe.eval.protocols, recipe.method.kind)
-        extra = parse_eval_options(args.eval_option)
+        extra = parse_eval_options([*recipe.eval.option_items(), *args.eval_option])
     except (OSError, ValueError) as err:
         print(f"error: {run} is not a finished run folder or an option is wrong: {err}")
         return 2

@@ -9,6 +9,7 @@ after the last one) and for the final evaluations of the exported backbone::
     knn_every = 1                        # epochs between periodic k-NN evaluations; 0 = off
     knn_k = 20                           # neighbours of the periodic k-NN
     protocols = ["knn"]                  # final evaluations: knn, linear, finetune, all, none
+    options = { linear = "--epochs 10" } # further command-line options of a protocol
 
 Catalog (ImageNet) recipes leave the folders empty: the user names them with ``--eval-train`` and
 ``--eval-val``.
@@ -35,6 +36,8 @@ class EvalConfig:
     knn_every: int = 0
     knn_k: int = 20
     protocols: list[str] = field(default_factory=lambda: ["knn"])
+    # protocol -> further options of its command line (``reproduce --eval-option`` adds to them)
+    options: dict[str, str] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         """What is wrong with the table (empty when it is usable)."""
@@ -46,7 +49,14 @@ class EvalConfig:
         unknown = [p for p in self.protocols if p not in EVAL_PROTOCOLS]
         if unknown:
             found.append(f"eval.protocols {unknown} are not among {', '.join(EVAL_PROTOCOLS)}")
+        wrong = [k for k in self.options if k not in ("knn", "linear", "finetune")]
+        if wrong:
+            found.append(f"eval.options names {wrong}: its keys are knn, linear and finetune")
         return found
+
+    def option_items(self) -> list[str]:
+        """``options`` as ``PROTOCOL=ARGS`` strings (the form of ``--eval-option``)."""
+        return [f"{protocol}={text}" for protocol, text in self.options.items()]
 
     def knn_epochs(self, epochs: int) -> set[int]:
         """The 1-based epochs of a run of ``epochs`` epochs after which the periodic k-NN runs:

@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         recipe = resolve_recipe(args.name, args.data_root, args.overrides, args)
-        extra_args = parse_eval_options(args.eval_option)
+        extra_args = parse_eval_options([*recipe.eval.option_items(), *args.eval_option])
     except (RecipeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

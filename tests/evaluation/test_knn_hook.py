@@ -13,6 +13,7 @@ from helpers.forked_jobs import run_job
 from helpers.tiny_runs import TINY_CARE, tensors_equal
 
 from selfsup_zoo.evaluation.knn_hook import PeriodicKnn, export_transform
+from selfsup_zoo.evaluation.verify import parse_eval_options
 from selfsup_zoo.training.checkpoint import load_checkpoint
 from selfsup_zoo.training.data import resolve_data_root
 from selfsup_zoo.training.engine import train
@@ -72,6 +73,13 @@ def test_eval_table_defaults_overrides_and_checks():
         load_recipe("smoke_care", ['eval.protocols=["knn", "svm"]'])
     with pytest.raises(RecipeError, match="did you mean 'knn_k'"):
         load_recipe("smoke_care", ["eval.knn_kk=3"])
+    r = load_recipe("smoke_care", ['eval.options={linear="--epochs 3", knn="--k 5"}'])
+    assert parse_eval_options([*r.eval.option_items(), "linear=--epochs 4"]) == {
+        "linear": ["--epochs", "3", "--epochs", "4"],  # the command line's come last and win
+        "knn": ["--k", "5"],
+    }
+    with pytest.raises(RecipeError, match="eval.options"):
+        load_recipe("smoke_care", ['eval.options={svm="--c 1"}'])
     # eval_epochs of the engine jobs are unchanged by the table (knn_every 0 there).
     r = load_recipe("smoke_care", ["engine.eval_epochs=[1, 3]", "eval.knn_every=0"])
     assert hook_epochs(r) == {1, 3}
