@@ -12,8 +12,8 @@ under the smallest measured margin: the runs are deterministic on one machine, b
 in another order, which moves a 360-image k-NN by a few images (1 image = 0.28 points) and the
 training by about what another seed does (the spread above is 9 points), not by tens of points.
 
-smoke_sere is not asserted: its k-NN does not beat random init (smoke_sere.toml says what was
-tried).
+smoke_sere is not asserted: its k-NN does not beat random init (docs/training.md §7.2 gives what
+was tried, with the measured figures).
 """
 
 from __future__ import annotations
