@@ -5,7 +5,7 @@ The shipped smoke_care recipe runs unchanged (seed 0, ~1 min on 2 CPU cores), th
 k-NN (k 20, T 0.07) of the exported hub folder and of its random-init twin (``--random-init --seed
 0``), both loaded the way ``python -m selfsup_zoo.evaluation.knn`` loads them.
 
-Measured on the 2-core development machine (data.workers=0, as here; the header of smoke_care.toml
+Measured on the 2-core development machine (data.workers=0, as here; docs/training.md §7.1
 has the per-seed top-1): SSL - random = 45.3 / 54.1 / 48.0 / 50.6 / 49.5 points for engine.seed
 0..4 (SSL 83.1-89.7 %, random 33.6-37.8 %). The asserted bound, MIN_MARGIN = 25 points, is 20 points
 under the smallest measured margin: the runs are deterministic on one machine, but CI's CPU may sum
