@@ -331,7 +331,7 @@ def test_smoke_sere_trains_and_exports_the_teacher_as_a_hub_folder(tmp_path, cac
     The total loss falls (18.9 -> 16.8, mean of the first vs last 20 steps; seeds 1 and 2: 18.4 ->
     16.5, 18.1 -> 16.3), mostly through the masked-patch (MIM) term (3.73 -> 2.64). The CLS term
     barely moves (6.33 -> 6.14) and the features do not beat a random init on k-NN: the limitation
-    stated in smoke_sere.toml, which also says why the recipe's centre momentum is 0.5.
+    stated in docs/training.md §7.2, which also says why the recipe's centre momentum is 0.5.
     """
     out = cli.run(
         cli.command(

@@ -5,15 +5,15 @@ The shipped smoke_care recipe runs unchanged (seed 0, ~1 min on 2 CPU cores), th
 k-NN (k 20, T 0.07) of the exported hub folder and of its random-init twin (``--random-init --seed
 0``), both loaded the way ``python -m selfsup_zoo.evaluation.knn`` loads them.
 
-Measured on the 2-core development machine (data.workers=0, as here; the header of smoke_care.toml
+Measured on the 2-core development machine (data.workers=0, as here; docs/training.md §7.1
 has the per-seed top-1): SSL - random = 45.3 / 54.1 / 48.0 / 50.6 / 49.5 points for engine.seed
 0..4 (SSL 83.1-89.7 %, random 33.6-37.8 %). The asserted bound, MIN_MARGIN = 25 points, is 20 points
 under the smallest measured margin: the runs are deterministic on one machine, but CI's CPU may sum
 in another order, which moves a 360-image k-NN by a few images (1 image = 0.28 points) and the
 training by about what another seed does (the spread above is 9 points), not by tens of points.
 
-smoke_sere is not asserted: its k-NN does not beat random init (smoke_sere.toml says what was
-tried).
+smoke_sere is not asserted: its k-NN does not beat random init (docs/training.md §7.2 gives what
+was tried, with the measured figures).
 """
 
 from __future__ import annotations
