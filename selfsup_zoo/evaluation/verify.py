@@ -218,7 +218,12 @@ def build_parser(prog: str = "python -m selfsup_zoo.evaluation verify") -> argpa
         help="also the random-init twin (default: on for recipes outside the catalog)",
     )
     p.add_argument("--device", default="", help="auto, cpu, cuda (default: the recipe's)")
-    p.add_argument("--seed", type=int, default=0, help="the protocols' --seed")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="the protocols' --seed (default: the run's engine.seed, as reproduce uses)",
+    )
     p.add_argument(
         "--eval-option",
         action="append",
@@ -270,7 +275,7 @@ def main(
             args.val or recipe.eval.val,
             baseline,
             args.device or recipe.engine.device,
-            seed=args.seed,
+            seed=recipe.engine.seed if args.seed is None else args.seed,
             extra_args=extra,
         )
     except VerifyError as err:

@@ -413,6 +413,7 @@ def _evaluate(
             cfg.val,
             baseline,
             recipe.engine.device,
+            seed=recipe.engine.seed,  # the random-init twin of a seed-N run is drawn with seed N
             extra_args=extra_args,
         )
     except Exception as err:  # noqa: BLE001 - any failure here leaves a good run: say so, exit 5
