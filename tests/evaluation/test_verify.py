@@ -47,6 +47,7 @@ def _overrides(digits: dict[str, Path], val: Path | None = None, *extra: str) ->
         "data.workers=0",
         f'eval.train="{digits["train"]}"',
         f'eval.val="{val or digits["val"]}"',
+        'eval.protocols=["knn"]',  # the k-NN pair only (smoke_care also lists linear)
         *extra,
     ]
 
