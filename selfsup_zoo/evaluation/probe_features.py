@@ -31,12 +31,17 @@ def family_of(model: nn.Module) -> str:
 
 def default_variants(model: nn.Module) -> list[str]:
     """The paper protocol's feature: CNN ``pool``; ViT-S (width <= 384) ``cls4``; wider ViTs
-    ``cls1+avg``."""
+    ``cls1+avg``. A ViT with fewer than 4 blocks (the smoke backbones) gets the CLS tokens of all
+    its blocks, ``cls<depth>``."""
     if family_of(model) == "cnn":
         return ["pool"]
     width = getattr(model, "embed_dim", 768)
     assert isinstance(width, int)
-    return ["cls4"] if width <= 384 else ["cls1+avg"]
+    if width > 384:
+        return ["cls1+avg"]
+    blocks = getattr(model, "blocks", None)
+    depth = len(blocks) if isinstance(blocks, nn.Sequential) else 4
+    return [f"cls{min(4, max(depth, 1))}"]
 
 
 def parse_variant(name: str) -> tuple[int, bool]:

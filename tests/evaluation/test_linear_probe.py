@@ -9,9 +9,11 @@ import pytest
 import torch
 from helpers.eval_cli import cli_args
 from helpers.subprocesses import run_python
+from timm.models import VisionTransformer
 
 from selfsup_zoo.evaluation.__main__ import main
 from selfsup_zoo.evaluation.linear_probe import LinearProbe, LinearProbeConfig
+from selfsup_zoo.evaluation.probe_features import default_variants
 from selfsup_zoo.training.checkpoint import list_checkpoints, load_checkpoint
 from selfsup_zoo.training.data.holdout import stratified_holdout
 from selfsup_zoo.training.optim import apply_schedules, build_optimizer
@@ -39,6 +41,19 @@ def test_encoder_is_frozen_in_eval_mode_and_heads_follow_the_paper():
     # both lr heads of a variant start from the same weights (a grid head = a single probe)
     other = probe.heads[probe.head_specs[1].key][0].weight
     assert torch.equal(linear.weight, other)
+
+
+def test_default_vit_feature_fits_the_model_depth():
+    def vit(width: int, depth: int) -> VisionTransformer:
+        return VisionTransformer(
+            img_size=32, patch_size=8, embed_dim=width, depth=depth, num_heads=2, num_classes=0
+        )
+
+    assert default_variants(vit(64, 12)) == ["cls4"]  # DINO/iBOT ViT-S: last 4 CLS tokens
+    assert default_variants(vit(64, 2)) == ["cls2"]  # the smoke ViT has 2 blocks, not 4
+    assert default_variants(vit(768, 2)) == ["cls1+avg"]
+    probe = LinearProbe(LinearProbeConfig(model="vit_tiny_patch16_224", random_init=True))
+    assert probe.features.dims["cls4"] == 4 * 192
 
 
 def test_lr_scale_multiplies_the_scheduled_lr():

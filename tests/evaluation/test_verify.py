@@ -48,6 +48,7 @@ def _overrides(digits: dict[str, Path], val: Path | None = None, *extra: str) ->
         f'eval.train="{digits["train"]}"',
         f'eval.val="{val or digits["val"]}"',
         "eval.knn_every=1",  # TINY_CARE turns the periodic k-NN off; these tests read it
+        'eval.protocols=["knn"]',  # the k-NN pair only (smoke_care also lists linear)
         *extra,
     ]
 
