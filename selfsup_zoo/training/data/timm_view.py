@@ -11,6 +11,12 @@ only on (seed, epoch, index) as for every other view.
 
 The output is already normalised float32 (random erasing works on normalised pixels), which the
 engine passes to the device unchanged.
+
+One repair: RandAugment's ``PosterizeIncreasing`` keeps ``4 - int(level / 10 * 4)`` bits, so at
+magnitude 10 (reached by ``mstd0.5`` draws about 2 % of the time) it asks ``PIL.ImageOps.posterize``
+for 0 bits. Pillow up to 10 returned an all-black image for that; Pillow 11+ raises "bits must be
+between or equal to 1 and 8", which ended a fine-tuning run within its first steps. The view gives
+timm's posterize ops the earlier behaviour (:func:`posterize_any_bits`), nothing else changes.
 """
 
 from __future__ import annotations
@@ -21,13 +27,42 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps
 from timm.data import create_transform
+from timm.data.auto_augment import RandAugment
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from selfsup_zoo.training.data.crops import interpolation_mode
 
-__all__ = ["TimmTrainView"]
+__all__ = ["TimmTrainView", "posterize_any_bits"]
+
+_POSTERIZE_OPS = ("Posterize", "PosterizeIncreasing", "PosterizeOriginal")
+
+
+def posterize_any_bits(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
+    """timm's posterize op, also for 0 bits: keep the ``bits_to_keep`` most significant bits of
+    each channel (0 bits: every value 0, what Pillow before 11 returned; 8 or more: unchanged)."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _repair_posterize(transform: Any) -> int:
+    """Point every RandAugment posterize op inside ``transform`` (a timm ``Compose``) at
+    :func:`posterize_any_bits`; returns how many ops were changed."""
+    changed = 0
+    for t in getattr(transform, "transforms", []):
+        if isinstance(t, RandAugment):
+            for op in t.ops:
+                if op.name in _POSTERIZE_OPS:
+                    op.aug_fn = posterize_any_bits
+                    changed += 1
+        else:
+            changed += _repair_posterize(t)
+    return changed
 
 
 class TimmTrainView:
@@ -70,6 +105,7 @@ class TimmTrainView:
             "color_jitter": color_jitter,
         }
         self.transform = create_transform(self.size, is_training=True, **self.settings)
+        _repair_posterize(self.transform)
 
     @property
     def output_size(self) -> int:
