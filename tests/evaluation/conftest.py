@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 from torchvision.io import write_png
 
 from selfsup_zoo.hub_folder import write_hub_folder
+from selfsup_zoo.training.data import resolve_data_root
 
 TINY_CFG = dict(input_size=(3, 32, 32), crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
@@ -69,3 +71,24 @@ def vit_hub(tmp_path_factory) -> Path:
         pretrained_cfg=dict(TINY_CFG),
     )
     return out
+
+
+def _subset(src: Path, dest: Path, count: int) -> Path:
+    files = sorted(src.rglob("*.png"))
+    for f in files[:: max(1, len(files) // count)][:count]:  # spread over the 10 classes
+        (dest / f.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, dest / f.parent.name / f.name)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small real digit folders: 48 training images (6 steps per epoch at batch 8) that are also
+    the k-NN's bank, and 30 held-out validation images (``cache``: their data cache)."""
+    base = tmp_path_factory.mktemp("digits")
+    cache = base / "cache"
+    return {
+        "cache": cache,
+        "train": _subset(resolve_data_root("embedded:digits@32/train", cache), base / "tr", 48),
+        "val": _subset(resolve_data_root("embedded:digits@32/val", cache), base / "va", 30),
+    }

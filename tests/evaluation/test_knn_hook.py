@@ -4,7 +4,6 @@ unchanged training, and the same figures on two processes as on one."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,33 +14,11 @@ from helpers.tiny_runs import TINY_CARE, tensors_equal
 from selfsup_zoo.evaluation.knn_hook import PeriodicKnn, export_transform
 from selfsup_zoo.evaluation.verify import parse_eval_options
 from selfsup_zoo.training.checkpoint import load_checkpoint
-from selfsup_zoo.training.data import resolve_data_root
 from selfsup_zoo.training.engine import train
 from selfsup_zoo.training.epoch_hooks import hook_epochs, read_evaluations
 from selfsup_zoo.training.eval_config import resolve_protocols
 from selfsup_zoo.training.recipe import RecipeError, load_recipe
 from selfsup_zoo.training.state import build_recipe_method
-
-
-def _subset(src: Path, dest: Path, count: int) -> Path:
-    files = sorted(src.rglob("*.png"))
-    for f in files[:: max(1, len(files) // count)][:count]:  # spread over the 10 classes
-        (dest / f.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(f, dest / f.parent.name / f.name)
-    return dest
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Small real digit folders: 48 training images (6 steps per epoch at batch 8) that are also
-    the k-NN's bank, and 30 held-out validation images."""
-    base = tmp_path_factory.mktemp("digits")
-    cache = base / "cache"
-    return {
-        "cache": cache,
-        "train": _subset(resolve_data_root("embedded:digits@32/train", cache), base / "tr", 48),
-        "val": _subset(resolve_data_root("embedded:digits@32/val", cache), base / "va", 30),
-    }
 
 
 def tiny_care(digits: dict[str, Path], *extra: str) -> list[str]:

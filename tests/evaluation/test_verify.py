@@ -12,29 +12,8 @@ from helpers.tiny_runs import TINY_CARE
 
 from selfsup_zoo.evaluation.__main__ import main as evaluation_main
 from selfsup_zoo.training import reproduce
-from selfsup_zoo.training.data import resolve_data_root
 from selfsup_zoo.training.epoch_hooks import read_evaluations
 from selfsup_zoo.weights import file_sha256
-
-
-def _subset(src: Path, dest: Path, count: int) -> Path:
-    files = sorted(src.rglob("*.png"))
-    for f in files[:: max(1, len(files) // count)][:count]:  # spread over the 10 classes
-        (dest / f.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(f, dest / f.parent.name / f.name)
-    return dest
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """48 real training digits (also the k-NN bank) and 30 held-out ones."""
-    base = tmp_path_factory.mktemp("digits")
-    cache = base / "cache"
-    return {
-        "cache": cache,
-        "train": _subset(resolve_data_root("embedded:digits@32/train", cache), base / "tr", 48),
-        "val": _subset(resolve_data_root("embedded:digits@32/val", cache), base / "va", 30),
-    }
 
 
 def _overrides(digits: dict[str, Path], val: Path | None = None, *extra: str) -> list[str]:
