@@ -372,19 +372,25 @@ def _finish(
     try:
         path = write_report(result.run_dir)
     except Exception as err:  # noqa: BLE001 - a failed report leaves a good run: say so, exit 5
-        logger.debug("report failed", exc_info=True)
-        kind = "" if isinstance(err, ReportError) else f"{type(err).__name__}: "
-        print(
-            f"error: the report of {result.run_dir} failed: {kind}{err}\nThe run and its export "
-            f"are intact; write it again with python -m selfsup_zoo.evaluation report "
-            f"{result.run_dir}",
-            file=sys.stderr,
-            flush=True,
+        return _failed_after_training(
+            f"the report of {result.run_dir}",
+            err,
+            ReportError,
+            "The run and its export are intact; write it again with python -m "
+            f"selfsup_zoo.evaluation report {result.run_dir}",
         )
-        return 5
     verdict = json.loads(path.read_text(encoding="utf-8")).get("verdict", "")
     print(f"report: {path.with_suffix('.md')} (verdict: {verdict})")
     return status
+
+
+def _failed_after_training(what: str, err: Exception, expected: type, redo: str) -> int:
+    """Say that ``what`` failed after a good training run and how to redo it; returns exit 5.
+    An ``expected`` error prints its message alone, any other also its type."""
+    logger.debug("%s failed", what, exc_info=True)
+    kind = "" if isinstance(err, expected) else f"{type(err).__name__}: "
+    print(f"error: {what} failed: {kind}{err}\n{redo}", file=sys.stderr, flush=True)
+    return 5
 
 
 def _evaluate(
@@ -417,16 +423,13 @@ def _evaluate(
             extra_args=extra_args,
         )
     except Exception as err:  # noqa: BLE001 - any failure here leaves a good run: say so, exit 5
-        logger.debug("final evaluation failed", exc_info=True)
-        kind = "" if isinstance(err, VerifyError) else f"{type(err).__name__}: "
-        print(
-            f"error: the final evaluations of {result.run_dir} failed: {kind}{err}\n"
+        return _failed_after_training(
+            f"the final evaluations of {result.run_dir}",
+            err,
+            VerifyError,
             f"The run and its export {result.export_dir} are intact; evaluate them again with "
             f"python -m selfsup_zoo.evaluation verify {result.run_dir}",
-            file=sys.stderr,
-            flush=True,
         )
-        return 5
     if rank == 0 and done:
         print(format_results(done))
         print(f"evaluations: {Path(result.run_dir) / 'eval'}")
