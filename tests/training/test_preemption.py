@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 from helpers.forked_jobs import run_job, start_job, wait_job
-from helpers.tiny_runs import TINY_SERE, tensors_equal
+from helpers.run_compare import assert_same_run as same_run
+from helpers.run_compare import log_rows
+from helpers.tiny_runs import TINY_SERE
 
 from selfsup_zoo.training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
 from selfsup_zoo.training.engine import train
@@ -36,25 +38,7 @@ def overrides(images: Path, cache: Path, *extra: str) -> list[str]:
 
 
 def assert_same_run(ref: Path, other: Path) -> None:
-    """Final checkpoint (weights, optimizer, RNG) and every log row except the throughput."""
-    a = load_checkpoint(checkpoint_path(ref, STEPS))
-    b = load_checkpoint(checkpoint_path(other, STEPS))
-    for key in ("method", "optimizer", "scaler", "rng", "step"):
-        assert tensors_equal(a[key], b[key], key) == []
-
-    def rows(run: Path) -> list[dict[str, float]]:
-        lines = (run / "log.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(r).items() if k != "images_per_s"} for r in lines]
-
-    assert rows(ref) == rows(other)
-    assert [r["step"] for r in rows(other)] == list(range(1, STEPS + 1))
-
-
-def log_rows(run: Path) -> int:
-    try:
-        return len((run / "log.jsonl").read_text().splitlines())
-    except FileNotFoundError:
-        return 0
+    same_run(ref, other, STEPS)
 
 
 def signal_after_rows(pid: int, sig: signal.Signals, run: Path, rows: int = 2) -> threading.Thread:

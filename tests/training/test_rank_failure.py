@@ -10,7 +10,6 @@ them; forking skips the imports a fresh interpreter pays. The torchrun job is a 
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import signal
@@ -20,9 +19,11 @@ from pathlib import Path
 
 import pytest
 from helpers.forked_jobs import run_job, start_job, wait_job
-from helpers.tiny_runs import TINY_SERE, tensors_equal
+from helpers.run_compare import assert_same_run as same_run
+from helpers.run_compare import log_rows
+from helpers.tiny_runs import TINY_SERE
 
-from selfsup_zoo.training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
+from selfsup_zoo.training.checkpoint import list_checkpoints, load_checkpoint
 
 TINY = [
     *TINY_SERE,
@@ -51,13 +52,6 @@ def job_argv(out: Path, images: Path, cache: Path, *extra: str) -> list[str]:
     ]
 
 
-def log_rows(run: Path) -> int:
-    try:
-        return len((run / "log.jsonl").read_text().splitlines())
-    except FileNotFoundError:
-        return 0
-
-
 def wait_rows(run: Path, rows: int, alive: list[multiprocessing.process.BaseProcess]) -> None:
     deadline = time.time() + 120
     while log_rows(run) < rows and all(p.is_alive() for p in alive) and time.time() < deadline:
@@ -66,17 +60,7 @@ def wait_rows(run: Path, rows: int, alive: list[multiprocessing.process.BaseProc
 
 
 def assert_same_run(ref: Path, other: Path) -> None:
-    a = load_checkpoint(checkpoint_path(ref, STEPS))
-    b = load_checkpoint(checkpoint_path(other, STEPS))
-    for key in ("method", "optimizer", "scaler", "rng", "step"):
-        assert tensors_equal(a[key], b[key], key) == []
-
-    def losses(run: Path) -> list[dict[str, float]]:
-        lines = (run / "log.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(r).items() if k != "images_per_s"} for r in lines]
-
-    assert losses(ref) == losses(other)
-    assert [r["step"] for r in losses(other)] == list(range(1, STEPS + 1))
+    same_run(ref, other, STEPS)
 
 
 # --------------------------------------------------------------------------------------------------
