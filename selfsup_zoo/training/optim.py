@@ -99,6 +99,12 @@ def lr_schedule(
     """The lr array for a recipe's ``optim`` table (peak = base_lr · global_batch / 256)."""
     peak = linear_scaled_lr(optim_cfg.base_lr, global_batch)
     warmup = int(round(optim_cfg.warmup_epochs * steps_per_epoch))
+    if warmup > total_steps:
+        raise ValueError(
+            f"the lr warm-up ({optim_cfg.warmup_epochs:g} epochs, {warmup} steps) is longer than "
+            f"the run ({total_steps} steps): lower optim.warmup_epochs (fine-tuning: "
+            "--warmup-epochs) or train for more epochs"
+        )
     if optim_cfg.lr_schedule == "warmcos":
         return warmcos_schedule(
             peak, total_steps, warmup, optim_cfg.warmup_start_lr, optim_cfg.min_lr

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers.tiny_runs import TINY_CARE
+from helpers.tiny_runs import TINY_CARE, TINY_SERE
 
 from selfsup_zoo.evaluation.__main__ import main as evaluation_main
 from selfsup_zoo.training import reproduce
@@ -108,3 +108,27 @@ def test_eval_none_and_missing_folders_skip_the_final_evaluations(tmp_path, digi
     extra = [*_overrides(digits, None, "eval.knn_every=0"), 'eval.train=""', 'eval.val=""']
     assert reproduce.main([*argv, *extra]) == 0
     assert "--eval-train DIR --eval-val DIR" in capsys.readouterr().out
+
+
+def test_sere_run_ends_with_fine_tuning_and_its_random_init_twin(tmp_path, digits):
+    """``--eval all`` on a SERE recipe: k-NN and the headline fine-tuning, each beside its twin,
+    and the report's fine-tuning row compares the two."""
+    finetune = "finetune=--epochs 1 --warmup-epochs 0 --global-batch 16 --workers 0"
+    argv = ["smoke_sere", "--output-dir", str(tmp_path), "--eval", "all", "--eval-option"]
+    argv += [finetune, "--set", *TINY_SERE, "engine.epochs=1", "engine.export_at_end=true"]
+    argv += [f'data.root="{digits["train"]}"', f'data.cache_dir="{digits["cache"]}"']
+    argv += ["data.workers=0", f'eval.train="{digits["train"]}"', f'eval.val="{digits["val"]}"']
+    assert reproduce.main(argv) == 0
+    run = tmp_path / "smoke_sere"
+    sha = file_sha256(run / "export" / "model.safetensors")
+    labels = ["knn", "knn-random-init", "finetune", "finetune-random-init"]
+    assert sorted(p.name for p in (run / "eval").iterdir() if p.is_dir()) == sorted(labels)
+    for label in labels:
+        record = _results(run, label)
+        assert record["export"]["sha256"] == sha
+        assert record["random_init"] is label.endswith("random-init")
+    report = json.loads((run / "report.json").read_text())
+    (row,) = [c for c in report["checks"] if c["protocol"] == "finetune"]
+    twin = _results(run, "finetune-random-init")["metrics"]["best"]["top1"]
+    assert row["reference_kind"] == "random-init" and row["reference"] == twin
+    assert row["status"] in ("pass", "fail")

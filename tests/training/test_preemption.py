@@ -24,6 +24,7 @@ from helpers.run_compare import assert_same_run as same_run
 from helpers.run_compare import log_rows
 from helpers.tiny_runs import TINY_SERE
 
+from selfsup_zoo.training import reproduce
 from selfsup_zoo.training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
 from selfsup_zoo.training.engine import train
 from selfsup_zoo.training.preemption import PREEMPTED_MARKER, PreemptionWatch
@@ -173,7 +174,16 @@ def test_sigterm_to_one_of_two_ranks_stops_both_at_the_same_step(
 # The command line, in a fresh interpreter
 # --------------------------------------------------------------------------------------------------
 def test_cli_exits_0_within_30_s_with_the_resume_command(tmp_path, images, cache, cli):
-    extra = overrides(images, cache, "data.workers=1")  # a loader worker shares the group
+    # A run that would export and evaluate at its end: a preempted one does neither.
+    extra = overrides(
+        images,
+        cache,
+        "data.workers=1",  # a loader worker shares the group
+        "engine.export_at_end=true",
+        f'eval.train="{images}"',
+        f'eval.val="{images}"',
+        'eval.protocols=["knn"]',
+    )
     argv = ["smoke_sere", "--output-dir", str(tmp_path), "--set", *extra]
     proc = subprocess.Popen(
         cli.command(*argv),
@@ -200,3 +210,12 @@ def test_cli_exits_0_within_30_s_with_the_resume_command(tmp_path, images, cache
     expected = shlex.join(["python", "-m", "selfsup_zoo.training.reproduce", *argv])
     assert command == expected + " --resume auto"
     assert load_checkpoint(checkpoint_path(run, step))["step"] == step
+    # No export, no final evaluations, no report: only the resumed run ends with them.
+    assert (run / PREEMPTED_MARKER).is_file()
+    assert not (run / "export").exists() and not (run / "eval").exists()
+    assert "final evaluations" not in stdout + stderr and "report:" not in stdout
+    # The resumed run finishes, exports, evaluates and reports (in this interpreter).
+    assert reproduce.main([*argv, "--resume", "auto"]) == 0
+    assert (run / "export" / "model.safetensors").is_file()
+    assert (run / "eval" / "knn" / "results.json").is_file()
+    assert (run / "report.json").is_file()

@@ -11,6 +11,7 @@ from typing import Any
 
 from selfsup_zoo.errors import ZooError
 from selfsup_zoo.evaluation.results import RESULTS_FILE
+from selfsup_zoo.evaluation.verify import EVAL_DIR, PLAN_FILE, plan_items
 from selfsup_zoo.training.checkpoint import CheckpointError, find_latest_checkpoint, load_checkpoint
 from selfsup_zoo.training.epoch_hooks import read_evaluations
 from selfsup_zoo.training.resume_checks import DataIdentity
@@ -30,9 +31,9 @@ __all__ = [
     "resolve_run_dir",
 ]
 
-#: The final evaluations a run may have, as folders under ``<run>/eval/``.
-EVAL_LABELS = ("knn", "knn-random-init", "linear", "linear-random-init", "finetune")
-PLAN_FILE = "plan.json"
+#: The final evaluations a run may have, as folders under ``<run>/eval/`` (every protocol and its
+#: random-init twin, in the order ``verify`` runs them).
+EVAL_LABELS = tuple(item.label for item in plan_items(("knn", "linear", "finetune"), True))
 
 #: results.json metrics row that holds a protocol's headline number.
 _HEADLINE_ROWS: dict[str, tuple[str, ...]] = {
@@ -146,14 +147,14 @@ def _headline(label: str, results: dict[str, Any]) -> Measurement:
 def _measurements(run_dir: Path) -> list[Measurement]:
     found = []
     for label in EVAL_LABELS:
-        path = run_dir / "eval" / label / RESULTS_FILE
+        path = run_dir / EVAL_DIR / label / RESULTS_FILE
         if path.is_file():
             found.append(_headline(label, read_json(path)))
     return found
 
 
 def _plan(run_dir: Path, measurements: list[Measurement]) -> dict[str, Any]:
-    path = run_dir / "eval" / PLAN_FILE
+    path = run_dir / EVAL_DIR / PLAN_FILE
     if path.is_file():
         plan = read_json(path)
         plan.setdefault("protocols", [])
