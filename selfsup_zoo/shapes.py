@@ -90,7 +90,9 @@ def expected_shapes(
         ``{state-dict key: shape}`` in the model's state-dict order.
     """
     model = meta_model(timm_arch, num_classes, model_args)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    # keep_vars: shapes only, so no detached copy of every tensor (most of a pretrained load's
+    # Python time on a meta model)
+    return {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
 
 
 def feature_dim(model: torch.nn.Module) -> int:

@@ -107,7 +107,7 @@ def _assign_pretrained(
     with torch.device("meta"), _SkipMetaInit():
         model = build()
     state = check(load_weights(path), model)
-    target = model.state_dict()
+    target = model.state_dict(keep_vars=True)  # keys, shapes and dtypes only: no detached copies
     if state.keys() != target.keys() or any(state[k].shape != target[k].shape for k in target):
         return None
     # the eager loader copies into the model's dtype; so does this (a no-op for fp32 files)
