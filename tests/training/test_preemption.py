@@ -101,6 +101,9 @@ def test_watch_restores_the_previous_handlers_and_a_second_signal_forces(tmp_pat
         seen.append(signum)
 
     previous = signal.signal(signal.SIGTERM, mine)
+    # Python's own SIGINT handler as the previous one, whatever this process inherited (a job
+    # started in the background of a non-interactive shell starts with SIGINT ignored).
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with PreemptionWatch() as watch:
             assert signal.getsignal(signal.SIGTERM) is not mine
@@ -116,6 +119,7 @@ def test_watch_restores_the_previous_handlers_and_a_second_signal_forces(tmp_pat
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 # --------------------------------------------------------------------------------------------------
