@@ -7,7 +7,7 @@ from pathlib import Path
 from .official import prepare_official
 from .steps import prepare_care, prepare_sere
 from .timing import Prepared
-from .views import jpeg_folder, prepare_care_views, prepare_sere_views
+from .views import FOLDER_IMAGES, jpeg_folder, prepare_care_views, prepare_sere_views
 from .zoo import prepare_inference, prepare_load
 
 __all__ = ["prepare"]
@@ -37,7 +37,8 @@ def prepare(
     Returns:
         The case, ready for :func:`benchmarks.timing.measure`.
     """
-    folder = jpeg_folder(workdir, 4 if quick else 32) if name.endswith("_views") else workdir
+    views = name.endswith("_views")
+    folder = jpeg_folder(workdir, 4 if quick else FOLDER_IMAGES) if views else workdir
     if impl == "official":
         if official_dir is None:
             raise SystemExit("--impl official needs --official-dir")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import socket
 import sys
 import types
 from pathlib import Path
@@ -29,7 +28,7 @@ from PIL import Image
 
 from .steps import care_shape, precision, sere_shape
 from .timing import Prepared, count_flops
-from .views import IMAGES_PER_CALL, jpeg_folder
+from .views import FOLDER_IMAGES, IMAGES_PER_CALL, jpeg_folder
 
 __all__ = ["prepare_official"]
 
@@ -120,12 +119,8 @@ def _single_process_group() -> None:
     """A one-process gloo group: the official iBOT loss all-reduces its centre."""
     import torch.distributed as dist
 
-    if dist.is_initialized():
-        return
-    with socket.socket() as sock:  # a free port for the store
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    if not dist.is_initialized():  # an in-process store: no port, no rendezvous
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
 
 
 def _sere_args(main_sere: Any) -> Any:
@@ -201,7 +196,7 @@ def _sere_batch(workdir: Path, main_sere: Any, args: Any, count: int) -> tuple[l
     """``count`` images of the view cases' JPEG folder through the official data pipeline (views,
     grids, masks), collated."""
     loader = importlib.import_module("loader")
-    folder = jpeg_folder(workdir, 32)  # the view cases' folder
+    folder = jpeg_folder(workdir, FOLDER_IMAGES)  # the view cases' folder
     augment = main_sere.DataAugmentationiBOT(
         args.global_crops_scale,
         args.local_crops_scale,

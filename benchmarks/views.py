@@ -19,10 +19,18 @@ from selfsup_zoo.training.data.sere_views import SereViews
 
 from .timing import Prepared
 
-__all__ = ["jpeg_folder", "prepare_care_views", "prepare_sere_views", "IMAGES_PER_CALL"]
+__all__ = [
+    "FOLDER_IMAGES",
+    "IMAGES_PER_CALL",
+    "jpeg_folder",
+    "prepare_care_views",
+    "prepare_sere_views",
+]
 
 #: Images one timed call processes (a call is short; several images smooth out the timer).
 IMAGES_PER_CALL = 8
+#: Images in the runner's JPEG folder (the view cases cycle through it).
+FOLDER_IMAGES = 32
 
 
 def jpeg_folder(root: Path, count: int, size: tuple[int, int] = (500, 375)) -> Path:

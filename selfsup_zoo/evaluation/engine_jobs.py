@@ -20,7 +20,7 @@ from selfsup_zoo.evaluation.session import EvalSession
 from selfsup_zoo.training.data import ImageFolderDataset
 from selfsup_zoo.training.engine import NonFiniteLossError, RunResult, train
 from selfsup_zoo.training.epoch_hooks import read_evaluations
-from selfsup_zoo.training.recipe import Recipe, load_recipe
+from selfsup_zoo.training.recipe import Recipe, load_recipe, toml_string
 
 __all__ = [
     "EngineJob",
@@ -31,7 +31,6 @@ __all__ = [
     "load_job_recipe",
     "recipe_path",
     "run_engine_job",
-    "toml_string",
 ]
 
 
@@ -40,11 +39,6 @@ def recipe_path(name: str) -> str:
     if name.endswith(".toml"):
         return name
     return str(resources.files("selfsup_zoo.evaluation") / "recipes" / f"{name}.toml")
-
-
-def toml_string(text: str) -> str:
-    """``text`` as a TOML basic string (for ``key=value`` recipe overrides)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def check_same_classes(train: ImageFolderDataset, val: ImageFolderDataset) -> None:

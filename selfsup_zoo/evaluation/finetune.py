@@ -23,7 +23,6 @@ from selfsup_zoo.evaluation.engine_jobs import (
     load_job_recipe,
     recipe_path,
     run_engine_job,
-    toml_string,
 )
 from selfsup_zoo.evaluation.extract import EvalTransform
 from selfsup_zoo.evaluation.finetune_method import FineTune, FineTuneConfig
@@ -32,7 +31,7 @@ from selfsup_zoo.evaluation.registry import ProtocolResult
 from selfsup_zoo.evaluation.session import EvalSession
 from selfsup_zoo.training.checkpoint import load_checkpoint
 from selfsup_zoo.training.data import EvalView
-from selfsup_zoo.training.recipe import Recipe
+from selfsup_zoo.training.recipe import Recipe, toml_string
 
 logger = logging.getLogger(__name__)
 

@@ -62,6 +62,7 @@ __all__ = [
     "list_recipes",
     "apply_overrides",
     "recipe_from_dict",
+    "toml_string",
 ]
 
 
@@ -378,6 +379,11 @@ def _parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text  # bare words are strings: optim.name=adamw
+
+
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string: the value side of a ``key=value`` override."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

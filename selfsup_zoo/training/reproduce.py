@@ -52,14 +52,19 @@ from selfsup_zoo.training.engine import (
     RunResult,
     train,
 )
-from selfsup_zoo.training.recipe import Recipe, RecipeError, list_recipes, load_recipe
+from selfsup_zoo.training.recipe import (
+    Recipe,
+    RecipeError,
+    list_recipes,
+    load_recipe,
+    toml_string,
+)
 from selfsup_zoo.training.run_evaluations import (
     add_eval_arguments,
     eval_flags,
     eval_overrides,
     finish,
     periodic_knn,
-    toml_string,
 )
 
 __all__ = ["main", "build_parser", "resolve_recipe", "resume_command"]

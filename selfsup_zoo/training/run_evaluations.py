@@ -25,7 +25,7 @@ from selfsup_zoo.evaluation.report import ReportError, write_report
 from selfsup_zoo.evaluation.verify import VerifyError, format_results, verify_run
 from selfsup_zoo.training.engine import RunResult
 from selfsup_zoo.training.eval_config import EVAL_PROTOCOLS, resolve_protocols
-from selfsup_zoo.training.recipe import Recipe
+from selfsup_zoo.training.recipe import Recipe, toml_string
 
 __all__ = [
     "EVAL_FAILED",
@@ -34,7 +34,6 @@ __all__ = [
     "eval_overrides",
     "finish",
     "periodic_knn",
-    "toml_string",
 ]
 
 logger = logging.getLogger(__name__)
@@ -72,11 +71,6 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--knn-every", type=int, metavar="N", help="periodic k-NN every N epochs (0 off)"
     )
-
-
-def toml_string(text: str) -> str:
-    """``text`` as a TOML basic string (the value side of a ``--set`` override)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def eval_overrides(args: argparse.Namespace) -> list[str]:
