@@ -16,9 +16,13 @@ from selfsup_zoo.training.epoch_hooks import read_evaluations
 from selfsup_zoo.weights import file_sha256
 
 
-def _overrides(digits: dict[str, Path], val: Path | None = None, *extra: str) -> list[str]:
+def _overrides(
+    digits: dict[str, Path], val: Path | None = None, *extra: str, tiny: list[str] = TINY_CARE
+) -> list[str]:
+    """``tiny`` (a tiny CARE model unless said) for 1 exported epoch on the digit folders, with
+    the periodic k-NN and the final k-NN pair."""
     return [
-        *TINY_CARE,
+        *tiny,
         "engine.epochs=1",
         "engine.export_at_end=true",
         f'data.root="{digits["train"]}"',
@@ -115,9 +119,7 @@ def test_sere_run_ends_with_fine_tuning_and_its_random_init_twin(tmp_path, digit
     and the report's fine-tuning row compares the two."""
     finetune = "finetune=--epochs 1 --warmup-epochs 0 --global-batch 16 --workers 0"
     argv = ["smoke_sere", "--output-dir", str(tmp_path), "--eval", "all", "--eval-option"]
-    argv += [finetune, "--set", *TINY_SERE, "engine.epochs=1", "engine.export_at_end=true"]
-    argv += [f'data.root="{digits["train"]}"', f'data.cache_dir="{digits["cache"]}"']
-    argv += ["data.workers=0", f'eval.train="{digits["train"]}"', f'eval.val="{digits["val"]}"']
+    argv += [finetune, "--set", *_overrides(digits, None, "eval.knn_every=0", tiny=TINY_SERE)]
     assert reproduce.main(argv) == 0
     run = tmp_path / "smoke_sere"
     sha = file_sha256(run / "export" / "model.safetensors")
