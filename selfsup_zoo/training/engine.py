@@ -52,6 +52,7 @@ import torch
 
 from selfsup_zoo._io import atomic_write_text
 from selfsup_zoo.training import dist as tdist
+from selfsup_zoo.training.allocator import keep_freed_memory
 from selfsup_zoo.training.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -211,6 +212,8 @@ def _train(
         torch.backends.cudnn.benchmark = recipe.engine.cudnn_benchmark
     checkpoint = _resume_point(run_dir, resume, info)  # resolved before anything is written
     seed_everything(recipe.engine.seed + info.rank)
+    if recipe.engine.keep_freed_memory:
+        keep_freed_memory()  # before the loader forks its workers, which inherit it
     data = build_train_data(recipe, info)
     data_identity = _check_resume(checkpoint, recipe, data.dataset, info, allow_data_change)
     _make_run_dir(run_dir, info, lock)

@@ -92,6 +92,9 @@ def _build_dataset(recipe: Recipe, info: DistInfo) -> sdata.ImageFolderDataset:
         )
     root = sdata.resolve_data_root(d.root, sdata.data_cache_dir(d.cache_dir))
     views = sdata.build_views(d.views, d.view_args)
+    warm_up = getattr(views, "warm_up", None)
+    if warm_up is not None:
+        warm_up()  # compiled kernels, built here so that forked workers inherit them
     dataset = sdata.ImageFolderDataset(root, views, seed=recipe.engine.seed, strict=d.strict)
     if d.expected_images and len(dataset) != d.expected_images and info.is_main:
         logger.warning(

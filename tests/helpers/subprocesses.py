@@ -11,13 +11,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_python(code: str, *args: str, with_zoo: bool, cwd: Path) -> subprocess.CompletedProcess:
+def run_python(
+    code: str, *args: str, with_zoo: bool, cwd: Path, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter; only ``with_zoo`` puts this checkout on its path.
 
     Without it the child sees installed packages only (no PYTHONPATH, cwd outside the checkout),
-    which is how a user with plain timm loads a hub folder.
+    which is how a user with plain timm loads a hub folder. ``env_extra`` adds variables.
     """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(env_extra or {})
     if with_zoo:
         env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.run(

@@ -29,28 +29,33 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from selfsup_zoo.training.data import colour_ops
+from selfsup_zoo.training.data import colour_ops, compiled_hue
 from selfsup_zoo.training.data.blur import blur_kernel_size, gaussian_blur_separable
 
 __all__ = ["Photometric", "blur_kernel_size", "gaussian_blur_separable", "jitter", "view_pair"]
 
 
-def jitter(img: torch.Tensor, params: dict[str, object]) -> torch.Tensor:
+def jitter(
+    img: torch.Tensor, params: dict[str, object], *, compile_hue: bool = False
+) -> torch.Tensor:
     """Apply ``v2.ColorJitter.make_params``'s draw to a uint8 image (the ops in its order).
 
     Args:
         img: ``uint8[3, H, W]``.
         params: ``fn_idx`` (a permutation of 0..3: brightness, contrast, saturation, hue) and the
             four factors (``None`` for an op that is off).
+        compile_hue: Use the compiled hue kernel (:mod:`~selfsup_zoo.training.data.compiled_hue`,
+            bit-equal to the eager one).
 
     Returns:
         ``uint8[3, H, W]``, equal to ``v2.ColorJitter`` with these parameters.
     """
+    hue = compiled_hue.adjust_hue if compile_hue else colour_ops.adjust_hue
     ops = (
         (colour_ops.adjust_brightness, params["brightness_factor"]),
         (colour_ops.adjust_contrast, params["contrast_factor"]),
         (colour_ops.adjust_saturation, params["saturation_factor"]),
-        (colour_ops.adjust_hue, params["hue_factor"]),
+        (hue, params["hue_factor"]),
     )
     order = params["fn_idx"]
     assert isinstance(order, torch.Tensor)
@@ -98,6 +103,7 @@ class Photometric:
         solarize_p: Probability of solarizing.
         sigma: ``(low, high)`` range of the blur's sigma.
         blur_kernel: Odd blur kernel size; ``None`` for :func:`blur_kernel_size`.
+        compile_hue: Run the jitter's hue with the compiled kernel (same values, faster).
     """
 
     def __init__(
@@ -110,7 +116,9 @@ class Photometric:
         solarize_p: float,
         sigma: Sequence[float],
         blur_kernel: int | None,
+        compile_hue: bool = False,
     ) -> None:
+        self.compile_hue = bool(compile_hue)
         b, c, s, h = jitter
         # only its parameter draw is used (make_params); the kernels are colour_ops'
         self.color_jitter = v2.ColorJitter(b, c, s, h)
@@ -132,7 +140,8 @@ class Photometric:
         """Colour jitter with probability ``jitter_p`` (torch's generator)."""
         if self.jitter_p <= 0 or torch.rand(1) >= self.jitter_p:
             return img
-        return jitter(img, self.color_jitter.make_params([img]))
+        params = self.color_jitter.make_params([img])
+        return jitter(img, params, compile_hue=self.compile_hue)
 
     def grayscale(self, img: torch.Tensor) -> torch.Tensor:
         """Grayscale (kept 3-channel) with probability ``grayscale_p`` (torch's generator)."""
@@ -140,6 +149,11 @@ class Photometric:
             return img
         gray: torch.Tensor = TF.rgb_to_grayscale(img, num_output_channels=3)
         return gray
+
+    def warm_up(self) -> None:
+        """Compile the hue kernel now where it is used (call before loader workers fork)."""
+        if self.compile_hue and self.jitter_p > 0:
+            compiled_hue.warm_up()
 
     def colour(self, img: torch.Tensor) -> torch.Tensor:
         """Jitter then grayscale (the DINO/iBOT order; CARE puts the blur in between)."""

@@ -62,6 +62,8 @@ class SereViews:
         flip_p: Probability of the horizontal flip.
         sigma: Range of the blur's sigma.
         interpolation: Resampling of the crops (``"bicubic"`` officially).
+        compile_hue: Run the colour jitter's hue with the compiled kernel (same crops, faster;
+            docs/training.md §8.2).
 
     Calling it with ``(img: uint8[3, H, W], rng, epoch)`` returns
     ``{"global_crops": uint8[2, 3, Sg, Sg], "local_crops": uint8[L, 3, Sl, Sl],
@@ -91,6 +93,7 @@ class SereViews:
         flip_p: float = 0.5,
         sigma: Sequence[float] = (0.1, 2.0),
         interpolation: str | InterpolationMode = "bicubic",
+        compile_hue: bool = False,
     ) -> None:
         if global_size % patch_size != 0:
             raise ValueError(
@@ -134,13 +137,34 @@ class SereViews:
         g_sol = view_pair(global_solarize_p, "global_solarize_p")
         self.global_photo = [
             Photometric(
-                self.global_size, jitter, jitter_p, grayscale_p, g_blur[v], g_sol[v], sigma, None
+                self.global_size,
+                jitter,
+                jitter_p,
+                grayscale_p,
+                g_blur[v],
+                g_sol[v],
+                sigma,
+                None,
+                compile_hue,
             )
             for v in range(2)
         ]
         self.local_photo = Photometric(
-            self.local_size, jitter, jitter_p, grayscale_p, float(local_blur_p), 0.0, sigma, None
+            self.local_size,
+            jitter,
+            jitter_p,
+            grayscale_p,
+            float(local_blur_p),
+            0.0,
+            sigma,
+            None,
+            compile_hue,
         )
+
+    def warm_up(self) -> None:
+        """Compile what ``compile_hue`` asks for now (the loader calls it before workers fork)."""
+        for photo in [*self.global_photo, self.local_photo]:
+            photo.warm_up()
 
     def _crop(
         self,
