@@ -11,7 +11,9 @@ Differences from the official PIL pipelines (CARE ``data/transforms.py``, SERE/i
   float HSV) instead of PIL's integer arithmetic; same parameters, same random order of the four
   jitter ops. They run as :mod:`selfsup_zoo.training.data.colour_ops`, bit-equal to
   ``v2.functional.adjust_{brightness,contrast,saturation,hue}`` on uint8 (whole levels kept in
-  float between the four ops, one conversion each way) and about 3x faster for the hue.
+  float between the four ops, one conversion each way) and about 3x faster for the hue. With
+  ``compile_hue`` the hue runs as one compiled kernel (:mod:`selfsup_zoo.training.data.
+  compiled_hue`), bit-equal again and several times faster still.
 * Solarize: inverts values >= 128, exactly like ``PIL.ImageOps.solarize(threshold=128)`` and
   ``v2.functional.solarize(threshold=128)`` (a bitwise xor on uint8).
 
