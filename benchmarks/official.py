@@ -93,18 +93,8 @@ def _sere_views(root: Path, folder: Path, quick: bool) -> Prepared:
     if quick:
         raise SystemExit("the official SERE views have fixed 224/96 px sizes: no --quick")
     main_sere = _import_from(root, "main_sere")
-    loader = importlib.import_module("loader")
     torch.set_num_threads(1)
-    augment = main_sere.DataAugmentationiBOT((0.4, 1.0), (0.05, 0.4), 2, 10, overlap_size=(13, 13))
-    ds = loader.ImageFolderMask(
-        str(folder),
-        transform=augment,
-        patch_size=16,
-        pred_ratio=[0.0, 0.3],
-        pred_ratio_var=[0.0, 0.2],
-        pred_aspect_ratio=(0.3, 1 / 0.3),
-        pred_shape="block",
-    )
+    ds = _sere_dataset(main_sere, _sere_args(main_sere), folder)
     order = [0]
 
     def call() -> None:
@@ -192,11 +182,10 @@ def _sere_networks(main_sere: Any, args: Any) -> tuple[Any, Any, Any]:
     return student, teacher, loss
 
 
-def _sere_batch(workdir: Path, main_sere: Any, args: Any, count: int) -> tuple[list[Any], ...]:
-    """``count`` images of the view cases' JPEG folder through the official data pipeline (views,
-    grids, masks), collated."""
+def _sere_dataset(main_sere: Any, args: Any, folder: Path) -> Any:
+    """The official ``ImageFolderMask`` over ``folder`` with ``DataAugmentationiBOT`` (views,
+    grids, masks), built as ``main_sere.train_sere`` builds it from ``args``."""
     loader = importlib.import_module("loader")
-    folder = jpeg_folder(workdir, FOLDER_IMAGES)  # the view cases' folder
     augment = main_sere.DataAugmentationiBOT(
         args.global_crops_scale,
         args.local_crops_scale,
@@ -204,7 +193,7 @@ def _sere_batch(workdir: Path, main_sere: Any, args: Any, count: int) -> tuple[l
         args.local_crops_number,
         overlap_size=(13, 13),
     )
-    ds = loader.ImageFolderMask(
+    return loader.ImageFolderMask(
         str(folder),
         transform=augment,
         patch_size=args.patch_size,
@@ -213,6 +202,12 @@ def _sere_batch(workdir: Path, main_sere: Any, args: Any, count: int) -> tuple[l
         pred_aspect_ratio=(0.3, 1 / 0.3),
         pred_shape=args.pred_shape,
     )
+
+
+def _sere_batch(workdir: Path, main_sere: Any, args: Any, count: int) -> tuple[list[Any], ...]:
+    """``count`` images of the view cases' JPEG folder through the official data pipeline,
+    collated."""
+    ds = _sere_dataset(main_sere, args, jpeg_folder(workdir, FOLDER_IMAGES))
     images, _, masks = torch.utils.data.default_collate([ds[i] for i in range(count)])
     return images, masks
 

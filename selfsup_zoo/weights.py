@@ -97,24 +97,8 @@ def installed_path(name: str) -> Path:
 # ------------------------------------------------------------------------------------------------
 # File checks
 
-# safetensors element sizes, to check that the header's byte ranges agree with shapes and dtypes.
-_DTYPE_BYTES = {
-    "BOOL": 1,
-    "U8": 1,
-    "I8": 1,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-    "I16": 2,
-    "U16": 2,
-    "F16": 2,
-    "BF16": 2,
-    "I32": 4,
-    "U32": 4,
-    "F32": 4,
-    "I64": 8,
-    "U64": 8,
-    "F64": 8,
-}
+# safetensors dtype names -> torch dtypes; their element sizes check that the header's byte ranges
+# agree with shapes and dtypes.
 _TORCH_DTYPES = {
     "BOOL": torch.bool,
     "U8": torch.uint8,
@@ -132,6 +116,7 @@ _TORCH_DTYPES = {
     "U64": torch.uint64,
     "F64": torch.float64,
 }
+_DTYPE_BYTES = {name: dtype.itemsize for name, dtype in _TORCH_DTYPES.items()}
 # A header larger than this is not a weights file (safetensors itself caps it at 100 MB).
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
@@ -474,19 +459,10 @@ def resolve_cfg_weights(
     )
 
 
-def _strides(shape: list[int]) -> list[int]:
-    """Row-major (contiguous) strides of ``shape``."""
-    strides, step = [], 1
-    for dim in reversed(shape):
-        strides.append(step)
-        step *= max(dim, 1)
-    return strides[::-1]
-
-
 def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file that :func:`resolve_weights` found, mapped, not read.
 
-    The file is mapped copy-on-write (``MAP_PRIVATE``, as ``torch.load(mmap=True)`` does): a
+    The file is mapped copy-on-write (``MAP_PRIVATE``, PyTorch's own mmap loading mapping): a
     tensor's pages come from the page cache when first touched, an inference-only model shares
     them with every other process that maps the file, and a write (an optimiser step) copies the
     page it touches and never reaches the file. Loading thus costs no copy of the weights: for a
@@ -504,7 +480,7 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         ``{name: tensor}`` on the CPU, in the file's order (nothing is unpickled).
 
     Raises:
-        CorruptWeightsError: a damaged or truncated file, or a dtype torch does not have.
+        CorruptWeightsError: a damaged or truncated file.
     """
     path = Path(path)
     header, data_start = _checked_header(path)
@@ -515,14 +491,13 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     )
     state: dict[str, torch.Tensor] = {}
     for name, info in header.items():
-        dtype = _TORCH_DTYPES.get(info["dtype"])
-        if dtype is None:
-            raise _corrupt(path, f"tensor {name!r} has dtype {info['dtype']}, unknown to torch")
+        dtype = _TORCH_DTYPES[info["dtype"]]  # the header check knows every name
         begin, end = (data_start + int(i) for i in info["data_offsets"])
         shape = [int(d) for d in info["shape"]]
         if begin % dtype.itemsize == 0:
-            view = torch.empty(0, dtype=dtype)
-            state[name] = view.set_(storage, begin // dtype.itemsize, shape, _strides(shape))
+            flat = [(end - begin) // dtype.itemsize]
+            view = torch.empty(0, dtype=dtype).set_(storage, begin // dtype.itemsize, flat, [1])
+            state[name] = view.view(shape)
         else:  # a misaligned tensor: an aligned copy of its bytes
             raw = torch.empty(0, dtype=torch.uint8).set_(storage, begin, [end - begin], [1])
             state[name] = raw.clone().view(dtype).reshape(shape)
