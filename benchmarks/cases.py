@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .official import prepare_official
+from .peak import prepare_matmul
 from .steps import prepare_care, prepare_sere
 from .timing import Prepared
 from .views import FOLDER_IMAGES, jpeg_folder, prepare_care_views, prepare_sere_views
@@ -25,8 +26,8 @@ def prepare(
     """Build case ``name`` in this process.
 
     Args:
-        name: ``care_step``, ``sere_step``, ``care_views``, ``sere_views``, ``load:<arch>`` or
-            ``infer:<arch>``.
+        name: ``peak:matmul``, ``care_step``, ``sere_step``, ``care_views``, ``sere_views``,
+            ``load:<arch>`` or ``infer:<arch>``.
         impl: ``ours`` or ``official`` (then ``official_dir`` is the official work tree).
         setting: The case's setting (see :mod:`benchmarks.cli`).
         device: ``cpu`` or ``cuda`` (the view and load cases always run on the CPU).
@@ -43,6 +44,8 @@ def prepare(
         if official_dir is None:
             raise SystemExit("--impl official needs --official-dir")
         return prepare_official(name, official_dir, folder, device, setting, quick)
+    if name == "peak:matmul":
+        return prepare_matmul(device, quick)
     if name == "care_step":
         return prepare_care(setting, device, quick)
     if name == "sere_step":

@@ -3,16 +3,19 @@
     python -m benchmarks run [--only NAME ...] [--gpu] [--json out.json] [--rounds N] [--quick]
                              [--official-care DIR] [--official-sere DIR]
 
-Cases: ``care_step``, ``sere_step`` (full training steps), ``care_views``, ``sere_views`` (JPEG on
-disk -> the tensors the step consumes, one worker), ``load:<arch>`` (pretrained load vs random-init
-build) and ``infer:<arch>`` (fp32, bf16, channels_last) for every zoo backbone. ``--only`` keeps
-the cases whose name starts with one of the given prefixes (``--only care load:care_resnet50``).
+Cases: ``peak:matmul`` (the FLOP-rate reference), ``care_step``, ``sere_step`` (full training
+steps), ``care_views``, ``sere_views`` (JPEG on disk -> the tensors the step consumes, one
+worker), ``load:<arch>`` (pretrained load vs random-init build) and ``infer:<arch>`` (fp32, bf16,
+channels_last) for every zoo backbone. ``--only`` keeps the cases whose name starts with one of
+the given prefixes (``--only care load:care_resnet50``); the peak case runs whenever a step does.
 
 Each (case, implementation, setting) runs in its own subprocess (``python -m benchmarks case ...``)
 that warms up, times repeated calls and reports its peak memory (``ru_maxrss`` on CPU, the CUDA
 allocator's peak on GPU). A round runs every subprocess once, in the same order, and ``--rounds``
 rounds are run, so that the official code and ours alternate and a shared machine's drift hits
-both. The table gives images/s min / median / max over all timed calls, peak memory, the MFU on GPU
+both. The table gives images/s min / median / max over all timed calls, peak memory, the steps'
+FLOP rate with its share of the device's peak (GPU: the datasheet's dense bf16 peak; CPU: the rate
+of case ``peak:matmul``, one large fp32 matmul measured in the same run, :mod:`benchmarks.peak`)
 and the ratio of our median to the official (or, for ``load:``, of pretrained to random init).
 
 Our cases run with the allocator settings our engine applies at start-up
@@ -37,7 +40,7 @@ import torch
 from selfsup_zoo.training.allocator import keep_freed_memory
 
 from .cases import prepare
-from .report import Row, format_table, peak_flops
+from .report import PEAK_CASE, Row, format_table, measured_peak, peak_flops
 from .timing import measure
 from .zoo import architectures
 
@@ -74,6 +77,8 @@ def _plan(args: argparse.Namespace) -> Plan:
     step_reps = (0, 1) if args.quick else (1, 2)
     other_reps = (1, 1) if args.quick else (1, 3)
     cases: list[tuple[str, list[str], tuple[int, int]]] = [
+        # the reference FLOP rate of the GFLOP/s column's shares (benchmarks/peak.py)
+        (PEAK_CASE, ["fp32" if not args.gpu else "bf16"], (3, 10)),
         ("care_step", ["official", "best"], step_reps),
         ("sere_step", ["official", "best"], step_reps),
         # --quick leaves out the compiled kernel of "best": a compile per case would be most of
@@ -85,8 +90,11 @@ def _plan(args: argparse.Namespace) -> Plan:
         cases.append((f"load:{arch}", ["random_init", "pretrained"], other_reps))
     for arch in architectures(args.quick):
         cases.append((f"infer:{arch}", ["fp32", "bf16", "channels_last"], other_reps))
+    steps = any(c.endswith("_step") and any(c.startswith(p) for p in args.only) for c, *_ in cases)
     for case, settings, (warmup, repeats) in cases:
-        if args.only and not any(case.startswith(p) for p in args.only):
+        # the steps' GFLOP/s shares need the peak case in the same run
+        keep = not args.only or any(case.startswith(p) for p in args.only)
+        if not keep and not (case == PEAK_CASE and steps):
             continue
         method = case.split("_")[0]
         if method in plan.official and not args.quick and "_" in case:
@@ -147,15 +155,14 @@ def _run(args: argparse.Namespace) -> None:
                 print(f"round {r + 1}/{rounds}: {run.case} {run.impl} {run.setting}", flush=True)
                 results[run].append(_run_one(run, plan, args, workdir))
     load_after = os.getloadavg()
-    peak = peak_flops() if args.gpu else None
-    rows = [
-        Row.from_results(run.case, run.impl, run.setting, res, peak) for run, res in results.items()
-    ]
-    print(format_table(rows, load_before, load_after, rounds))
+    rows = [Row.from_results(run.case, run.impl, run.setting, res) for run, res in results.items()]
+    peak = peak_flops() if args.gpu else measured_peak(rows)
+    print(format_table(rows, load_before, load_after, rounds, peak))
     if args.json:
         payload = {
             "load_average": {"before": load_before, "after": load_after},
             "rounds": rounds,
+            "peak_flops": peak,
             "rows": [row.as_dict() for row in rows],
         }
         Path(args.json).write_text(json.dumps(payload, indent=1))

@@ -67,8 +67,7 @@ def _care_step(root: Path, device: str, setting: str, quick: bool) -> Prepared:
         loss.backward()
         optimizer.step()
 
-    flops = (lambda: count_flops(step)) if device.startswith("cuda") else None
-    return Prepared(step, shape.batch, flops, device)
+    return Prepared(step, shape.batch, lambda: count_flops(step), device)
 
 
 def _care_views(root: Path, folder: Path, quick: bool) -> Prepared:
@@ -281,8 +280,7 @@ def _sere_step(root: Path, workdir: Path, device: str, setting: str, quick: bool
             for q, k in pairs:
                 k.data.mul_(0.996).add_((1 - 0.996) * q.detach().data)
 
-    flops = (lambda: count_flops(step)) if device.startswith("cuda") else None
-    return Prepared(step, shape.batch, flops, device)
+    return Prepared(step, shape.batch, lambda: count_flops(step), device)
 
 
 def prepare_official(

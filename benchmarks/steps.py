@@ -13,7 +13,6 @@ autocast + channels_last on GPU.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -58,10 +57,6 @@ def precision(setting: str, device: str) -> AbstractContextManager[object]:
     return torch.autocast("cuda", dtype=dtype)
 
 
-def _flop_counter(step: Callable[[], object], device: str) -> Callable[[], int] | None:
-    return (lambda: count_flops(step)) if device.startswith("cuda") else None
-
-
 def prepare_care(setting: str, device: str, quick: bool) -> Prepared:
     """Our CARE step (ResNet-50 + T-stream) ready to time.
 
@@ -100,7 +95,7 @@ def prepare_care(setting: str, device: str, quick: bool) -> Prepared:
         terms["loss"].backward()
         optimizer.step()
 
-    return Prepared(step, shape.batch, _flop_counter(step, device), device)
+    return Prepared(step, shape.batch, lambda: count_flops(step), device)
 
 
 def sere_batch(shape: StepShape, patch: int, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -196,4 +191,4 @@ def prepare_sere(
         optimizer.step()
         method.update_teacher(0.996)
 
-    return Prepared(step, shape.batch, _flop_counter(step, device), device)
+    return Prepared(step, shape.batch, lambda: count_flops(step), device)

@@ -18,7 +18,7 @@ class Prepared:
 
     call: Callable[[], object]
     items: int
-    flops: Callable[[], int] | None = None  # FLOPs of one call (GPU runs: MFU)
+    flops: Callable[[], int] | None = None  # FLOPs of one call (the GFLOP/s column)
     device: str = "cpu"
 
 
