@@ -3,7 +3,8 @@
 PYTHON ?= python
 RUFF ?= ruff
 MYPY ?= mypy
-# Extra pytest arguments, e.g. `make test PYTEST_ARGS="tests/test_catalog.py -x"`.
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="tests/test_catalog.py -x -n 0"` (-n 0: no
+# pytest-xdist workers, the quickest start for a few tests).
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -24,7 +25,7 @@ typecheck:  ## mypy over the files configured in pyproject.toml
 	$(MYPY)
 
 test:  ## the test suite as CI runs it (offline, CPU, no slow tests)
-	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q -m "not slow" -n auto $(PYTEST_ARGS)
 
 test-slow:  ## the long parity checks only
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q -m slow $(PYTEST_ARGS)
