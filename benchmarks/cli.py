@@ -17,6 +17,7 @@ both. The table gives images/s min / median / max over all timed calls, peak mem
 FLOP rate with its share of the device's peak (GPU: the datasheet's dense bf16 peak; CPU: the rate
 of case ``peak:matmul``, one large fp32 matmul measured in the same run, :mod:`benchmarks.peak`)
 and the ratio of our median to the official (or, for ``load:``, of pretrained to random init).
+``python -m benchmarks comm`` measures what one distributed step sends (:mod:`benchmarks.comm`).
 
 Our cases run with the allocator settings our engine applies at start-up
 (:func:`selfsup_zoo.training.allocator.keep_freed_memory`); the official code runs as it is
@@ -39,6 +40,7 @@ import torch
 
 from selfsup_zoo.training.allocator import keep_freed_memory
 
+from . import comm
 from .cases import prepare
 from .report import PEAK_CASE, Row, format_table, measured_peak, peak_flops
 from .timing import measure
@@ -181,9 +183,15 @@ def _case(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m benchmarks``."""
+    """Entry point of ``python -m benchmarks`` (``comm``: :func:`benchmarks.comm.main`)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["comm"]:
+        comm.main(argv[1:])
+        return
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks", description=__doc__.split("\n")[0]
+        epilog="python -m benchmarks comm --help: the collectives of one distributed step",
+        prog="python -m benchmarks",
+        description=__doc__.split("\n")[0],
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the cases and print the table")

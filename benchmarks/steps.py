@@ -21,6 +21,7 @@ import torch
 from selfsup_zoo.training.methods.base import StepInfo
 from selfsup_zoo.training.methods.care import CareConfig, CareMethod
 from selfsup_zoo.training.methods.sere import SereConfig, SereMethod
+from selfsup_zoo.training.state import data_parallel, synchronise_batchnorm
 
 from .timing import Prepared, count_flops
 
@@ -57,13 +58,24 @@ def precision(setting: str, device: str) -> AbstractContextManager[object]:
     return torch.autocast("cuda", dtype=dtype)
 
 
-def prepare_care(setting: str, device: str, quick: bool) -> Prepared:
+def _model(method: CareMethod | SereMethod, device: str, distributed: bool) -> torch.nn.Module:
+    """The method itself, or (``distributed``: a process group is initialised) the method with
+    SyncBatchNorm in DDP, as the engine sets up a multi-process run."""
+    if not distributed:
+        return method
+    synchronise_batchnorm(method, torch.device(device))
+    return data_parallel(method, torch.device(device))
+
+
+def prepare_care(setting: str, device: str, quick: bool, distributed: bool = False) -> Prepared:
     """Our CARE step (ResNet-50 + T-stream) ready to time.
 
     Args:
         setting: ``official`` or ``best`` (see the module docstring).
         device: ``cpu`` or ``cuda``.
         quick: Tiny sizes (:meth:`CareConfig.smoke`) for an end-to-end test of the runner.
+        distributed: The step of one process of a multi-process run (SyncBatchNorm, DDP); the
+            caller has initialised the process group.
 
     Returns:
         One call = one optimiser step on ``2 x batch`` view-images; ``items`` counts images.
@@ -75,6 +87,7 @@ def prepare_care(setting: str, device: str, quick: bool) -> Prepared:
     method = CareMethod(cfg).train().to(device)
     fmt = torch.channels_last if setting == "best" else torch.contiguous_format
     method = method.to(memory_format=fmt)
+    model = _model(method, device, distributed)
     params = method.param_groups()[0]["params"]
     optimizer = torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=1e-4)
     batch = {
@@ -90,12 +103,12 @@ def prepare_care(setting: str, device: str, quick: bool) -> Prepared:
         momentum = 1 - (1 - 0.99) * (math.cos(math.pi * n / 1000) + 1) / 2
         method.update_teacher(momentum)
         with precision(setting, device):
-            terms = method(batch, info)
+            terms = model(batch, info)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
 
-    return Prepared(step, shape.batch, lambda: count_flops(step), device)
+    return Prepared(step, shape.batch, lambda: count_flops(step), device, model)
 
 
 def sere_batch(shape: StepShape, patch: int, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -150,7 +163,11 @@ def sere_config(arch: str, quick: bool, shape: StepShape) -> SereConfig:
 
 
 def prepare_sere(
-    setting: str, device: str, quick: bool, arch: str = "vit_small_patch16_224"
+    setting: str,
+    device: str,
+    quick: bool,
+    arch: str = "vit_small_patch16_224",
+    distributed: bool = False,
 ) -> Prepared:
     """Our SERE step (ViT-S/16, drop path 0.1) ready to time.
 
@@ -159,6 +176,7 @@ def prepare_sere(
         device: ``cpu`` or ``cuda``.
         quick: Tiny sizes for an end-to-end test of the runner.
         arch: timm ViT architecture.
+        distributed: As for :func:`prepare_care`.
 
     Returns:
         One call = one optimiser step on ``batch`` images (2 global + L local crops each).
@@ -166,6 +184,7 @@ def prepare_sere(
     shape = sere_shape(quick, device.startswith("cuda"))
     torch.manual_seed(0)
     method = SereMethod(sere_config(arch, quick, shape)).to(device)
+    model = _model(method, device, distributed)
     optimizer = torch.optim.AdamW(
         [
             {"params": g["params"], "weight_decay": 0.04 if g["weight_decay"] else 0.0}
@@ -181,7 +200,7 @@ def prepare_sere(
         counter[0] += 1
         info = StepInfo(step=n, epoch=1, steps_per_epoch=1000, total_steps=1000)
         with precision(setting, device):
-            terms = method(batch, info)
+            terms = model(batch, info)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         for p in method.student.parameters():  # per-parameter clipping to 0.3
@@ -191,4 +210,4 @@ def prepare_sere(
         optimizer.step()
         method.update_teacher(0.996)
 
-    return Prepared(step, shape.batch, lambda: count_flops(step), device)
+    return Prepared(step, shape.batch, lambda: count_flops(step), device, model)

@@ -20,6 +20,7 @@ class Prepared:
     items: int
     flops: Callable[[], int] | None = None  # FLOPs of one call (the GFLOP/s column)
     device: str = "cpu"
+    model: torch.nn.Module | None = None  # the module a step case trains (DDP-wrapped or not)
 
 
 @dataclass

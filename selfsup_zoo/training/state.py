@@ -35,7 +35,13 @@ from selfsup_zoo.training.sampler import StepSampler
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainState", "method_table", "build_recipe_method"]
+__all__ = [
+    "TrainState",
+    "method_table",
+    "build_recipe_method",
+    "synchronise_batchnorm",
+    "data_parallel",
+]
 
 # Recipe fields whose change between a checkpoint and the resumed run is expected (no warning).
 _BENIGN_CHANGES = {
@@ -102,6 +108,25 @@ def warn_recipe_changes(old: dict[str, Any], new: Recipe) -> None:
                 )
 
 
+def synchronise_batchnorm(method: Method, device: torch.device) -> None:
+    """The BatchNorms that the official run synchronised become SyncBatchNorm (on the CPU
+    :class:`~selfsup_zoo.training.dist.CpuSyncBatchNorm`, which works over gloo): how every
+    multi-process run, and the communication benchmark, sets up a method."""
+    method.convert_sync_batchnorm()
+    if device.type == "cpu":
+        tdist.enable_cpu_sync_batchnorm(method)
+
+
+def data_parallel(method: nn.Module, device: torch.device) -> nn.Module:
+    """``method`` in DistributedDataParallel as a multi-process run wraps it (every parameter
+    takes part in every step: no search for unused ones)."""
+    return nn.parallel.DistributedDataParallel(
+        method,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=False,
+    )
+
+
 @dataclass
 class TrainState:
     """The state of a run on one process (see the module docstring).
@@ -155,9 +180,7 @@ class TrainState:
         if eng.channels_last:
             method.to(memory_format=torch.channels_last)
         if info.distributed:
-            method.convert_sync_batchnorm()
-            if device.type == "cpu":
-                tdist.enable_cpu_sync_batchnorm(method)
+            synchronise_batchnorm(method, device)
         # The method's collectives (the iBOT centre's all-reduce) go through the process group.
         method.collectives = default_collectives()
         optimizer = build_optimizer(method.param_groups(), recipe.optim, device)
@@ -188,12 +211,7 @@ class TrainState:
     def _wrapped_model(self) -> nn.Module:
         model: nn.Module = self.method
         if self.dist.distributed:
-            device = self.dist.device
-            model = nn.parallel.DistributedDataParallel(
-                self.method,
-                device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=False,
-            )
+            model = data_parallel(self.method, self.dist.device)
         if self.recipe.engine.compile:
             compiled = torch.compile(model)
             assert isinstance(compiled, nn.Module)  # compiling a module gives a module
