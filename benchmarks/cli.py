@@ -109,7 +109,9 @@ def _plan(args: argparse.Namespace) -> Plan:
     return plan
 
 
-def _run_one(run: Run, plan: Plan, args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+def _run_one(
+    run: Run, plan: Plan, args: argparse.Namespace, workdir: Path, first: bool
+) -> dict[str, object]:
     command = [
         sys.executable,
         "-m",
@@ -132,6 +134,7 @@ def _run_one(run: Run, plan: Plan, args: argparse.Namespace, workdir: Path) -> d
     if run.impl == "official":
         command += ["--official-dir", str(plan.official[run.case.split("_")[0]])]
     command += ["--quick"] if args.quick else []
+    command += [] if first else ["--no-flops"]  # a step's FLOPs are the same in every round
     command += ["--gpu"] if args.gpu else []
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")])
@@ -155,10 +158,11 @@ def _run(args: argparse.Namespace) -> None:
         for r in range(rounds):
             for run in plan.runs:
                 print(f"round {r + 1}/{rounds}: {run.case} {run.impl} {run.setting}", flush=True)
-                results[run].append(_run_one(run, plan, args, workdir))
+                results[run].append(_run_one(run, plan, args, workdir, first=r == 0))
     load_after = os.getloadavg()
     rows = [Row.from_results(run.case, run.impl, run.setting, res) for run, res in results.items()]
-    peak = peak_flops() if args.gpu else measured_peak(rows)
+    # a GPU's datasheet peak when it is known, else the peak:matmul case of this run
+    peak = (peak_flops() if args.gpu else None) or measured_peak(rows)
     print(format_table(rows, load_before, load_after, rounds, peak))
     if args.json:
         payload = {
@@ -178,6 +182,8 @@ def _case(args: argparse.Namespace) -> None:
     if args.impl == "ours" or args.setting == "malloc":
         keep_freed_memory()  # what our engine does at start-up (engine.keep_freed_memory)
     prepared = prepare(args.name, args.impl, args.setting, device, workdir, args.quick, official)
+    if args.no_flops:
+        prepared.flops = None  # counting runs one more call
     measured = measure(prepared, args.warmup, args.repeats)
     print(json.dumps(measured.as_dict()))
 
@@ -214,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     case.add_argument("--official-dir")
     case.add_argument("--quick", action="store_true")
     case.add_argument("--gpu", action="store_true")
+    case.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     args = parser.parse_args(argv)
     if args.command == "run":
         _run(args)

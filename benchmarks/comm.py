@@ -7,8 +7,8 @@ Each method's step (:mod:`benchmarks.steps` with ``distributed=True``: SyncBatch
 the engine sets up a multi-process run) runs in ``--processes`` real gloo processes on this CPU.
 After one warm-up step (DDP builds its gradient buckets in the first), one step runs under
 :mod:`torch.profiler`, which records every collective that the process group ran: its kind
-(``gloo:all_reduce``, ...), calls and elements. A DDP communication hook (torch's own all-reduce
-hook, which also records the bucket sizes) tells which of the all-reduces are the gradient
+(``gloo:all_reduce``, ...), calls and elements. A DDP communication hook that records each
+bucket's size and then runs torch's own all-reduce hook tells which all-reduces are the gradient
 buckets; the rest are the SyncBatchNorm statistics and the method's own (the iBOT centre). Neither
 volume depends on the machine or the batch: the buckets hold the trainable parameters, the
 SyncBatchNorm reductions the channels of every synchronised BatchNorm.
@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import os
-import socket
 import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -41,6 +40,7 @@ import torch.multiprocessing as mp
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.profiler import ProfilerActivity, profile
 
+from .gpu_check_dist import free_port
 from .steps import prepare_care, prepare_sere
 
 __all__ = ["Collective", "StepTraffic", "measure_step", "exposed_seconds", "main"]
@@ -90,12 +90,6 @@ class StepTraffic:
                 f"{self.method}: {c.kind} {c.calls} call(s), {c.elements * _BYTES / 1e6:.3f} MB"
             )
         return "\n".join(lines)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _count(events: Iterable[torch.autograd.profiler_util.FunctionEvent]) -> list[Collective]:
@@ -157,7 +151,7 @@ def measure_step(method: str, processes: int = 2, quick: bool = False) -> StepTr
     """
     with tempfile.TemporaryDirectory(prefix="selfsup_zoo_comm_") as tmp:
         out = Path(tmp) / "traffic.json"
-        args = (processes, _free_port(), method, quick, str(out))
+        args = (processes, free_port(), method, quick, str(out))
         mp.start_processes(_rank, args=args, nprocs=processes, start_method="spawn")
         found = json.loads(out.read_text())
     found["collectives"] = [Collective(**c) for c in found["collectives"]]

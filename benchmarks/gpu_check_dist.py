@@ -30,7 +30,8 @@ _RECIPE = "smoke_care"
 _TIMEOUT_S = 300.0  # one two-process job (the CPU quick mode on a busy 2-core machine: ~60 s)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a process group's rendezvous)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -38,7 +39,7 @@ def _free_port() -> int:
 
 def _job(run_dir: Path, overrides: list[str], resume: bool, log: Path, timeout_s: float) -> None:
     """Run two ranks of ``python -m benchmarks.gpu_check_dist``; raise with the log on failure."""
-    port = _free_port()
+    port = free_port()
     log.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "benchmarks.gpu_check_dist", str(run_dir)]
     argv += ["--resume"] if resume else []
